@@ -1,0 +1,155 @@
+"""`python -m charlm train | finetune | generate | eval`. Errors are one line, exit code 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from charlm.errors import CharLMError
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    from charlm.train import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--out", required=True, type=Path, help="model folder to write (replaced atomically)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"most epochs to run (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"windows per step (default {d.batch_size})")
+    p.add_argument("--seq-len", type=int, default=d.seq_len, help=f"characters per training window (default {d.seq_len})")
+    p.add_argument("--lr", type=float, default=d.learning_rate, help=f"Adam learning rate (default {d.learning_rate})")
+    p.add_argument("--clipnorm", type=float, default=d.clipnorm, help=f"gradient norm clip (default {d.clipnorm})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (default 0: plain Adam)")
+    p.add_argument("--patience", type=int, default=d.patience, help=f"stop after this many epochs without a better validation loss (default {d.patience})")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops after the epoch that passes it")
+    p.add_argument("--holdout", type=float, default=0.1, help="fraction at the end of the corpus held out for validation, never trained on (default 0.1)")
+    p.add_argument("--checkpoints", type=Path, default=None, help="folder for per-epoch checkpoints (default: OUT.checkpoints beside OUT)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed for weights and batch order (default {d.seed})")
+
+
+def _train_config(a: argparse.Namespace):
+    from charlm.train import TrainConfig
+
+    for flag, value in (("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--seq-len", a.seq_len)):
+        if value < 1:
+            raise CharLMError(f"{flag} must be at least 1")
+    if a.lr <= 0:
+        raise CharLMError("--lr must be positive")
+    return TrainConfig(seq_len=a.seq_len, batch_size=a.batch_size, epochs=a.epochs, learning_rate=a.lr,
+                       clipnorm=a.clipnorm, weight_decay=a.weight_decay, patience=a.patience,
+                       max_minutes=a.max_minutes, seed=a.seed)
+
+
+def _checkpoint_dir(a: argparse.Namespace) -> Path:
+    return a.checkpoints or a.out.with_name(a.out.name + ".checkpoints")
+
+
+def _report(outcome) -> None:
+    card = outcome.card
+    print(f"saved {outcome.folder}: {card['parameters']:,} parameters, best epoch {card['training']['best_epoch']}"
+          f" ({card['training']['stopped']}), held-out {card['heldout']['bits_per_char']:.3f} bits/char")
+    if outcome.base_heldout is not None:
+        print(f"base model on the same held-out text: {outcome.base_heldout.bits_per_char:.3f} bits/char")
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from charlm.jobs import train_new
+    from charlm.progress import ProgressPrinter
+
+    outcome = train_new(a.corpus, a.out, a.preset, _train_config(a), holdout=a.holdout,
+                        lowercase=not a.keep_case, charset_from=a.charset_from,
+                        checkpoint_dir=_checkpoint_dir(a), resume_from=a.resume, on_progress=ProgressPrinter())
+    _report(outcome)
+
+
+def cmd_finetune(a: argparse.Namespace) -> None:
+    from charlm.jobs import finetune
+    from charlm.progress import ProgressPrinter
+
+    outcome = finetune(a.corpus, a.model, a.out, _train_config(a), holdout=a.holdout,
+                       checkpoint_dir=_checkpoint_dir(a), on_progress=ProgressPrinter())
+    _report(outcome)
+
+
+def cmd_generate(a: argparse.Namespace) -> None:
+    from charlm.generate import Generator, Sampling
+
+    sampling = Sampling(temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, seed=a.seed, length=a.length)
+    gen = Generator.from_folder(a.model)
+    window = gen.vocab.window(a.prompt)
+    if window.dropped:
+        print(f"note: {sum(window.dropped.values())} characters the model does not know were dropped", file=sys.stderr)
+    text = gen.generate([window.ids], [sampling])[0]
+    print(window.prompt_text + text)
+
+
+def cmd_eval(a: argparse.Namespace) -> None:
+    from charlm.corpus import load_corpus, split_holdout
+    from charlm.evaluate import evaluate
+    from charlm.storage import load_model_folder
+
+    saved = load_model_folder(a.model)
+    corpus = load_corpus(a.corpus, saved.vocab.lowercase)
+    text = split_holdout(corpus.text, a.holdout)[1] if a.heldout_only else corpus.text
+    if a.max_chars:
+        text = text[: a.max_chars]
+    ids = saved.vocab.encode(text).ids
+    if len(ids) < 2:
+        raise CharLMError(f"{corpus.name} has no characters this model knows")
+    result = evaluate(saved.model, ids)
+    print(json.dumps({"model": str(a.model), "corpus": corpus.name, "chars": result.chars,
+                      "bits_per_char": round(result.bits_per_char, 4),
+                      "nats_per_char": round(result.nats_per_char, 4)}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m charlm", description="Character-level LSTM language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a new model on a text file")
+    p.add_argument("corpus", type=Path, help="UTF-8 text file to learn from")
+    p.add_argument("--preset", default="default", help="architecture: tiny, small, default (2x512) or gigantic (the recipe's 3x700)")
+    p.add_argument("--keep-case", action="store_true", help="do not lowercase the text (the recipe lowercases)")
+    p.add_argument("--charset-from", type=Path, default=None, help="take the vocabulary from this text instead (to pretrain a base for it)")
+    p.add_argument("--resume", type=Path, default=None, help="continue from a checkpoint file epoch-NNN-val-X.keras")
+    _add_training_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="continue training a saved model on a new text, keeping its characters")
+    p.add_argument("corpus", type=Path, help="UTF-8 text file to learn from (mapped onto the model's characters)")
+    p.add_argument("--model", required=True, type=Path, help="model folder to start from")
+    _add_training_flags(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("generate", help="continue a prompt")
+    p.add_argument("prompt", nargs="?", default="", help="text to continue (cut to its last 100 characters, or left-padded with spaces)")
+    p.add_argument("--model", required=True, type=Path, help="model folder, e.g. weights/alice")
+    p.add_argument("--length", type=int, default=400, help="characters to generate (default 400, as in the recipe)")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 means the recipe's argmax (default 0.8)")
+    p.add_argument("--top-k", type=int, default=0, help="sample only among the k likeliest characters (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="sample only among the likeliest characters whose probabilities add up to p (1: all)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for reproducible output")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("eval", help="bits per character of a model on a text")
+    p.add_argument("corpus", type=Path, help="UTF-8 text file to score")
+    p.add_argument("--model", required=True, type=Path, help="model folder")
+    p.add_argument("--heldout-only", action="store_true", help="score only the last --holdout fraction (the part training never saw)")
+    p.add_argument("--holdout", type=float, default=0.1, help="held-out fraction for --heldout-only (default 0.1)")
+    p.add_argument("--max-chars", type=int, default=0, help="score at most this many characters (0: all)")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CharLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,137 @@
+"""Batched, stateful generation: read each window once, then one step per character.
+
+Every row carries its own sampling settings and random generator, so one pass serves
+many users, and a row's output depends only on its own prompt, settings and seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from charlm.errors import CharLMError
+from charlm.numpy_lstm import LSTMWeights, NumpyLSTM
+from charlm.sampling import RowParams, Sampling
+from charlm.storage import SavedModel, load_model_folder
+from charlm.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+Backend = Literal["auto", "numpy", "tensorflow"]
+
+
+def gpu_available() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def choose_backend(weights: LSTMWeights, backend: Backend = "auto"):
+    """numpy on a CPU (no dispatch overhead), TensorFlow graphs on a GPU."""
+    if backend not in ("auto", "numpy", "tensorflow"):
+        raise CharLMError(f"unknown backend {backend!r}: use auto, numpy or tensorflow")
+    if backend == "auto":
+        backend = "tensorflow" if gpu_available() else "numpy"
+        why = "a GPU is present" if backend == "tensorflow" else "no GPU: numpy steps beat TensorFlow dispatch on a CPU"
+    else:
+        why = "forced by setting"
+    log.info("generation backend: %s (%s)", backend, why)
+    if backend == "tensorflow":
+        from charlm.tf_lstm import TFLSTM
+
+        return TFLSTM(weights)
+    return NumpyLSTM(weights)
+
+
+@dataclass
+class Row:
+    """One prompt being continued."""
+
+    settings: Sampling
+    rng: np.random.Generator
+    ids: list[int] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return len(self.ids) >= self.settings.length
+
+
+class Batch:
+    """Rows stepped together. Rows join after priming their window and leave when done."""
+
+    def __init__(self, stepper) -> None:
+        self.stepper = stepper
+        self.rows: list[Row] = []
+        self.state = None
+        self.logits = None
+        self.params: RowParams | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def join(self, windows: np.ndarray, settings: list[Sampling], vocab_size: int) -> list[Row]:
+        """Prime new windows (batch, time) together and append them as rows."""
+        state, logits = self.stepper.prime(np.asarray(windows, np.int32))
+        new = [Row(s, s.rng()) for s in settings]
+        params = RowParams.of(settings, vocab_size)
+        if self.rows:
+            cat = self.stepper.concat_rows
+            state = [(cat([h0, h1]), cat([c0, c1])) for (h0, c0), (h1, c1) in zip(self.state, state)]
+            logits = cat([self.logits, logits])
+            params = RowParams.concat([self.params, params])
+        self.rows += new
+        self.state, self.logits, self.params = state, logits, params
+        return new
+
+    def advance(self, steps: int = 1) -> np.ndarray:
+        """Generate `steps` characters for every row; returns the ids (rows, steps)."""
+        uniforms = np.stack([row.rng.random(steps) for row in self.rows])
+        ids, self.logits = self.stepper.advance(self.state, self.logits, self.params, uniforms)
+        for row, new in zip(self.rows, ids):
+            row.ids.extend(int(i) for i in new[: row.settings.length - len(row.ids)])
+        return ids
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these row positions (finished or cancelled rows leave)."""
+        index = np.asarray(rows, dtype=np.int64)
+        self.rows = [self.rows[i] for i in rows]
+        if not self.rows:
+            self.state = self.logits = self.params = None
+            return
+        take = self.stepper.take_rows
+        self.state = [(take(h, index), take(c, index)) for h, c in self.state]
+        self.logits = take(self.logits, index)
+        self.params = self.params.take(index)
+
+
+class Generator:
+    """A loaded model ready to continue prompts."""
+
+    def __init__(self, saved: SavedModel, backend: Backend = "auto") -> None:
+        self.saved = saved
+        self.vocab: Vocabulary = saved.vocab
+        self.card = saved.card
+        self.stepper = choose_backend(LSTMWeights.from_keras(saved.model), backend)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, backend: Backend = "auto") -> "Generator":
+        return cls(load_model_folder(folder), backend)
+
+    def batch(self) -> Batch:
+        return Batch(self.stepper)
+
+    def generate(self, windows: list[np.ndarray], settings: list[Sampling], chunk: int = 16) -> list[str]:
+        """Continue each window with its own settings, all rows stepped together."""
+        if len(windows) != len(settings):
+            raise CharLMError("one sampling setting per prompt is needed")
+        batch = self.batch()
+        rows = batch.join(np.stack(windows), settings, len(self.vocab))
+        longest, done = max(s.length for s in settings), 0
+        while done < longest:
+            steps = min(chunk, longest - done)
+            batch.advance(steps)
+            done += steps
+        return [self.vocab.decode(r.ids) for r in rows]

@@ -1,0 +1,149 @@
+"""Train and fine-tune end to end: corpus file in, evaluated model folder out.
+
+The CLI and the bot's fine-tune worker both call these, so a model trained either way
+carries the same card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+from charlm.corpus import Corpus, load_corpus, split_holdout
+from charlm.errors import CharLMError
+from charlm.evaluate import Evaluation, evaluate
+from charlm.model import ModelSpec, preset as get_preset
+from charlm.storage import SavedModel, load_model_folder, save_model_folder
+from charlm.train import CancelSignal, TrainConfig, TrainProgress, TrainResult, compile_model, train
+from charlm.vocab import Vocabulary
+
+DEFAULT_HOLDOUT = 0.1
+
+
+@dataclass
+class JobOutcome:
+    folder: Path
+    card: dict
+    result: TrainResult
+    heldout: Evaluation
+    base_heldout: Evaluation | None = None
+
+
+def _split_encode(corpus: Corpus, vocab: Vocabulary, holdout: float) -> tuple[np.ndarray, np.ndarray, int]:
+    encoded = vocab.encode(corpus.text)
+    train_text, _ = split_holdout(corpus.text, holdout)
+    # split on ids at the same relative point as the text, after dropping unmappable chars
+    cut = int(len(encoded.ids) * len(train_text) / len(corpus.text))
+    return encoded.ids[:cut], encoded.ids[cut:], encoded.dropped_count
+
+
+def heldout_eval(model: keras.Model, train_ids: np.ndarray, val_ids: np.ndarray) -> Evaluation:
+    """Bits per char on the held-out part, conditioned on the end of the training part."""
+    return evaluate(model, val_ids, context=train_ids[-1024:])
+
+
+def _card(name: str, spec: ModelSpec, preset_name: str, model: keras.Model, vocab: Vocabulary,
+          corpus: Corpus, holdout: float, dropped: int, config: TrainConfig, result: TrainResult,
+          heldout: Evaluation, seconds: float, base: dict | None) -> dict:
+    best = result.best
+    return {
+        "name": name,
+        "preset": preset_name,
+        "layers": spec.to_json(),
+        "parameters": int(model.count_params()),
+        "vocab_size": len(vocab),
+        "corpus": {
+            "name": corpus.name,
+            "sha256": corpus.sha256,
+            "chars": len(corpus.text),
+            "holdout_fraction": holdout,
+            "lowercase": corpus.report.lowercased,
+            "cleaning": corpus.report.to_json(),
+            "unmapped_chars_dropped": dropped,
+        },
+        "base": base,
+        "training": {
+            "config": asdict(config),
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "stopped": result.stopped,
+            "seconds": round(seconds, 1),
+            "history": [asdict(r) for r in result.history],
+        },
+        "train_loss": round(best.loss, 4),
+        "val_loss": round(best.val_loss, 4),
+        "heldout": {
+            "bits_per_char": round(heldout.bits_per_char, 4),
+            "nats_per_char": round(heldout.nats_per_char, 4),
+            "chars": heldout.chars,
+        },
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def train_new(corpus_path: str | Path, out: str | Path, preset_name: str = "default",
+              config: TrainConfig | None = None, *, holdout: float = DEFAULT_HOLDOUT,
+              lowercase: bool = True, charset_from: str | Path | None = None,
+              checkpoint_dir: Path | None = None, resume_from: Path | None = None,
+              on_progress: Callable[[TrainProgress], None] | None = None,
+              cancel: CancelSignal | None = None) -> JobOutcome:
+    """Train a fresh model. `charset_from` takes the vocabulary from another text (so a
+    base pretrained on Shakespeare can later be fine-tuned on Alice)."""
+    config = config or TrainConfig()
+    spec = get_preset(preset_name)
+    corpus = load_corpus(corpus_path, lowercase)
+    vocab_text = load_corpus(charset_from, lowercase).text if charset_from else corpus.text
+    vocab = Vocabulary.from_text(vocab_text, lowercase)
+    train_ids, val_ids, dropped = _split_encode(corpus, vocab, holdout)
+    start = time.monotonic()
+    result = train(train_ids, val_ids, vocab, spec, config, checkpoint_dir=checkpoint_dir,
+                   resume_from=resume_from, on_progress=on_progress, cancel=cancel)
+    heldout = heldout_eval(result.model, train_ids, val_ids)
+    card = _card(Path(out).name, spec, preset_name, result.model, vocab, corpus, holdout, dropped,
+                 config, result, heldout, time.monotonic() - start, None)
+    folder = save_model_folder(result.model, vocab, card, out)
+    return JobOutcome(folder, card, result, heldout)
+
+
+def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | Path,
+             config: TrainConfig | None = None, *, holdout: float = DEFAULT_HOLDOUT,
+             checkpoint_dir: Path | None = None,
+             on_progress: Callable[[TrainProgress], None] | None = None,
+             cancel: CancelSignal | None = None) -> JobOutcome:
+    """Continue training a saved model on a new corpus, keeping its vocabulary.
+
+    The new corpus is cleaned the way the base's was and mapped onto the base's
+    characters; what cannot be mapped is dropped and counted in the card.
+    """
+    config = config or TrainConfig()
+    saved = base if isinstance(base, SavedModel) else load_model_folder(base)
+    corpus = load_corpus(corpus_path, saved.vocab.lowercase)
+    train_ids, val_ids, dropped = _split_encode(corpus, saved.vocab, holdout)
+    if len(train_ids) < config.seq_len * 2:
+        raise CharLMError(f"{corpus.name} has too few characters the model knows ({len(train_ids)})")
+    base_heldout = heldout_eval(saved.model, train_ids, val_ids)
+    spec = ModelSpec(**saved.card["layers"])
+    model = keras.models.clone_model(saved.model)
+    model.set_weights(saved.model.get_weights())
+    compile_model(model, config)
+    start = time.monotonic()
+    result = train(train_ids, val_ids, saved.vocab, spec, config, model=model,
+                   checkpoint_dir=checkpoint_dir, on_progress=on_progress, cancel=cancel)
+    heldout = heldout_eval(result.model, train_ids, val_ids)
+    base_info = {
+        "name": saved.card.get("name", saved.path.name),
+        "path": str(saved.path),
+        "corpus": saved.card.get("corpus", {}).get("name"),
+        "heldout_on_this_corpus": {"bits_per_char": round(base_heldout.bits_per_char, 4),
+                                   "nats_per_char": round(base_heldout.nats_per_char, 4)},
+    }
+    card = _card(Path(out).name, spec, saved.card.get("preset", "custom"), result.model, saved.vocab,
+                 corpus, holdout, dropped, config, result, heldout, time.monotonic() - start, base_info)
+    folder = save_model_folder(result.model, saved.vocab, card, out)
+    return JobOutcome(folder, card, result, heldout, base_heldout)
