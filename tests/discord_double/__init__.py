@@ -1,0 +1,16 @@
+"""A protocol-level fake Discord (REST + gateway) for testing the bot with the real discord.py client."""
+
+from .bot_runner import running_bot
+from .gateway import ResumeRecord
+from .interactions import InteractionHandle
+from .log_guard import LogGuard, guard_errors
+from .models import MANAGE_GUILD, ChannelSpec, GuildSpec, UserSpec, World, default_world
+from .recording import RecordedFile, RecordedRequest, Revision, StoredAttachment, StoredMessage, Violation
+from .rest import RateLimitRule
+from .server import DiscordDouble, patch_discord, running_double
+
+__all__ = [
+    "MANAGE_GUILD", "ChannelSpec", "DiscordDouble", "GuildSpec", "InteractionHandle", "LogGuard", "RateLimitRule",
+    "RecordedFile", "RecordedRequest", "ResumeRecord", "Revision", "StoredAttachment", "StoredMessage", "UserSpec",
+    "Violation", "World", "default_world", "guard_errors", "patch_discord", "running_bot", "running_double",
+]

@@ -1,0 +1,202 @@
+"""Gateway websocket: HELLO/IDENTIFY/READY, heartbeats, RESUME with replay, zlib-stream frames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .interactions import Notifier
+from .models import World
+
+log = logging.getLogger("tests.discord_double")
+
+DISPATCH, HEARTBEAT, IDENTIFY, RESUME, RECONNECT, REQUEST_MEMBERS, INVALID_SESSION, HELLO, HEARTBEAT_ACK = (
+    0, 1, 2, 6, 7, 8, 9, 10, 11,
+)
+
+
+class Connection:
+    """One websocket; with compress=zlib-stream every frame is a Z_SYNC_FLUSH chunk of one stream."""
+
+    def __init__(self, ws: web.WebSocketResponse, path: str, query: dict[str, str], opened_at: float):
+        self.ws = ws
+        self.path = path
+        self.query = query
+        self.opened_at = opened_at
+        self.closed_at: float | None = None
+        self.close_code: int | None = None
+        self._zlib = zlib.compressobj() if query.get("compress") == "zlib-stream" else None
+        self._lock = asyncio.Lock()
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        raw = json.dumps(payload, separators=(",", ":"))
+        async with self._lock:
+            if self.ws.closed:
+                return
+            if self._zlib is None:
+                await self.ws.send_str(raw)
+            else:
+                data = self._zlib.compress(raw.encode()) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
+                await self.ws.send_bytes(data)
+
+
+@dataclass
+class Session:
+    """A gateway session; dispatches are logged so a RESUME can replay what the bot missed."""
+
+    id: str
+    seq: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    conn: Connection | None = None
+    ready: bool = False
+
+
+@dataclass
+class ResumeRecord:
+    session_id: str
+    client_seq: int
+    replayed: int
+    path: str
+    at: float
+
+
+class Gateway:
+    """Serves the gateway for one bot; dispatch() targets the most recently identified session."""
+
+    def __init__(self, world: World, notifier: Notifier, heartbeat_interval_ms: int) -> None:
+        self.world = world
+        self.notifier = notifier
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.resume_url = ""
+        self.sessions: dict[str, Session] = {}
+        self.current: Session | None = None
+        self.connections: list[Connection] = []
+        self.received: list[dict[str, Any]] = []
+        self.identifies = 0
+        self.heartbeats = 0
+        self.resumes: list[ResumeRecord] = []
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        conn = Connection(ws, request.path, dict(request.query), self._now())
+        self.connections.append(conn)
+        await conn.send({"op": HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}, "s": None, "t": None})
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    await self._on_payload(conn, json.loads(msg.data))
+        except Exception:
+            log.exception("gateway handler failed")
+        finally:
+            conn.closed_at = self._now()
+            conn.close_code = ws.close_code
+            for session in self.sessions.values():
+                if session.conn is conn:
+                    session.conn = None
+            await self.notifier.bump()
+        return ws
+
+    async def _on_payload(self, conn: Connection, payload: dict[str, Any]) -> None:
+        self.received.append(payload)
+        op, data = payload.get("op"), payload.get("d")
+        if op == HEARTBEAT:
+            self.heartbeats += 1
+            await conn.send({"op": HEARTBEAT_ACK})
+        elif op == IDENTIFY:
+            await self._identify(conn)
+        elif op == RESUME:
+            await self._resume(conn, data)
+        elif op == REQUEST_MEMBERS:
+            await self._members_chunk(data)
+        await self.notifier.bump()
+
+    async def _identify(self, conn: Connection) -> None:
+        self.identifies += 1
+        session = Session(secrets.token_hex(16), conn=conn)
+        self.sessions[session.id] = session
+        self.current = session
+        w = self.world
+        await self._dispatch(session, "READY", {
+            "v": 10,
+            "user": w.bot.payload(),
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in w.guilds],
+            "session_id": session.id,
+            "resume_gateway_url": self.resume_url,
+            "application": {"id": str(w.application_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "session_type": "normal",
+        })
+        for guild in w.guilds:
+            await self._dispatch(session, "GUILD_CREATE", guild.payload(w.users, w.bot))
+        session.ready = True
+
+    async def _resume(self, conn: Connection, data: dict[str, Any]) -> None:
+        session = self.sessions.get(data.get("session_id", ""))
+        if session is None:
+            await conn.send({"op": INVALID_SESSION, "d": False})
+            return
+        session.conn = conn
+        client_seq = data.get("seq") or 0
+        missed = [entry for entry in session.log if entry["s"] > client_seq]
+        for entry in missed:
+            await conn.send(entry)
+        self.resumes.append(ResumeRecord(session.id, client_seq, len(missed), conn.path, self._now()))
+        await self._dispatch(session, "RESUMED", {})
+
+    async def _members_chunk(self, data: dict[str, Any]) -> None:
+        guild_id = int(data["guild_id"])
+        members = [u.member_payload() for u in [self.world.bot, *self.world.users]]
+        await self.dispatch("GUILD_MEMBERS_CHUNK", {
+            "guild_id": str(guild_id),
+            "members": members,
+            "chunk_index": 0,
+            "chunk_count": 1,
+            "not_found": [],
+            "nonce": data.get("nonce"),
+        })
+
+    async def _dispatch(self, session: Session, event: str, data: dict[str, Any]) -> None:
+        session.seq += 1
+        entry = {"op": DISPATCH, "t": event, "s": session.seq, "d": data}
+        session.log.append(entry)
+        if session.conn is not None:
+            await session.conn.send(entry)
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send an event to the bot; while it is reconnecting the event waits for the RESUME replay."""
+        if self.current is None:
+            raise RuntimeError("no bot has identified on the gateway yet")
+        await self._dispatch(self.current, event, data)
+
+    async def force_reconnect(self, how: str = "op7", timeout: float = 10.0) -> ResumeRecord:
+        """Make the bot reconnect (op 7 RECONNECT, or a close with resumable code 4000) and wait for RESUME."""
+        session = self.current
+        if session is None or session.conn is None:
+            raise RuntimeError("no connected session to disconnect")
+        before = len(self.resumes)
+        if how == "op7":
+            await session.conn.send({"op": RECONNECT, "d": None})
+        elif how == "close":
+            asyncio.get_running_loop().create_task(session.conn.ws.close(code=4000, message=b"forced by test"))
+        else:
+            raise ValueError("how must be 'op7' or 'close'")
+        await self.notifier.wait_for(lambda: len(self.resumes) > before, timeout)
+        return self.resumes[-1]
+
+    async def close_all(self) -> None:
+        for conn in self.connections:
+            if not conn.ws.closed:
+                await conn.ws.close(code=1001, message=b"double shutting down")

@@ -1,0 +1,263 @@
+"""DiscordDouble: the aiohttp server tying gateway, REST and test-facing helpers together."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import discord.gateway
+import discord.http
+import yarl
+from aiohttp import web
+
+from .gateway import Gateway, ResumeRecord
+from .interactions import (
+    APPLICATION_COMMAND, AUTOCOMPLETE, COMPONENT, InteractionHandle, Notifier, build_options, find_command,
+    interaction_base,
+)
+from .models import GuildSpec, UserSpec, World, default_world
+from .recording import RecordedRequest, StoredAttachment, StoredMessage, Violation
+from .rest import RateLimitRule, RestApi, compile_route
+
+
+@contextmanager
+def patch_discord(rest_base: str, gateway_url: str) -> Iterator[None]:
+    """Point discord.py at the double via its two class attributes, restoring them afterwards."""
+    old_base, old_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    discord.http.Route.BASE = rest_base
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+    try:
+        yield
+    finally:
+        discord.http.Route.BASE = old_base
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
+
+
+class DiscordDouble:
+    """A fake Discord (REST + gateway) on 127.0.0.1 for the real discord.py client."""
+
+    def __init__(
+        self,
+        world: World | None = None,
+        *,
+        guilds: list[GuildSpec] | None = None,
+        users: list[UserSpec] | None = None,
+        heartbeat_interval_ms: int = 41250,
+        ack_deadline: float = 3.0,
+    ) -> None:
+        self.world = world or default_world()
+        if guilds is not None:
+            self.world.guilds = guilds
+        if users is not None:
+            self.world.users = users
+        self.notifier = Notifier()
+        self.gateway = Gateway(self.world, self.notifier, heartbeat_interval_ms)
+        self.rest = RestApi(self.world, self.notifier, ack_deadline)
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+
+    @property
+    def rest_base(self) -> str:
+        return self.base_url + "/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.base_url.replace("http://", "ws://", 1) + "/"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, advertise_host: str | None = None) -> None:
+        """Listen on host:port (0 = free port); URLs handed out use advertise_host (default: host)."""
+        from .control import control_routes  # control needs DiscordDouble, import late
+
+        app = web.Application(middlewares=[self.rest.middleware], client_max_size=64 * 1024 * 1024)
+        app.add_routes([web.get("/", self.gateway.handle), web.get("/resume/", self.gateway.handle)])
+        app.add_routes(control_routes(self))
+        app.add_routes(self.rest.routes())
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        self.base_url = f"http://{advertise_host or host}:{sock.getsockname()[1]}"
+        self.rest.base_url, self.rest.gateway_url = self.base_url, self.gateway_url
+        self.gateway.resume_url = self.gateway_url + "resume/"
+
+    async def stop(self) -> None:
+        await self.gateway.close_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @contextmanager
+    def patched(self) -> Iterator[None]:
+        with patch_discord(self.rest_base, self.gateway_url):
+            yield
+
+    # ---- recorded state -------------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self.rest.requests
+
+    @property
+    def unknown_requests(self) -> list[RecordedRequest]:
+        return self.rest.unknown_requests
+
+    @property
+    def violations(self) -> list[Violation]:
+        return self.rest.violations
+
+    @property
+    def handles(self) -> list[InteractionHandle]:
+        return list(self.rest.handles.values())
+
+    def calls(self, route: str | None = None) -> list[RecordedRequest]:
+        """Recorded calls, optionally filtered by 'METHOD /path/{x}/pattern' (see rate_limit)."""
+        if route is None:
+            return list(self.requests)
+        method, pattern = compile_route(route)
+        return [r for r in self.requests if r.method == method and pattern.match(r.path)]
+
+    def commands(self, guild_id: int | None = None) -> dict[str, dict[str, Any]]:
+        """Synced commands by name: global ones, or those of one guild."""
+        return self.rest.global_commands if guild_id is None else self.rest.guild_commands.get(guild_id, {})
+
+    def assert_no_violations(self) -> None:
+        assert not self.violations, "Discord rule violations: " + "; ".join(
+            f"{v.kind} ({v.detail})" for v in self.violations
+        )
+        assert not self.unknown_requests, "unknown routes called: " + ", ".join(
+            f"{r.method} {r.path}" for r in self.unknown_requests
+        )
+
+    # ---- test controls --------------------------------------------------------------------------------
+
+    def rate_limit(self, route: str, count: int = 1, retry_after: float = 0.2, is_global: bool = False) -> RateLimitRule:
+        """The next `count` calls matching e.g. 'PATCH /webhooks/{app}/{token}/messages/@original' get a 429."""
+        return self.rest.add_rate_limit(route, count, retry_after, is_global)
+
+    def add_attachment(
+        self,
+        filename: str,
+        data: bytes,
+        content_type: str = "text/plain; charset=utf-8",
+        declared_size: int | None = None,
+        channel_id: int | None = None,
+    ) -> StoredAttachment:
+        """Host a file at /attachments/...; pass the result as an attachment option value."""
+        channel = channel_id or self.world.guilds[0].channels[0].id
+        return self.rest.add_attachment(channel, filename, data, content_type, declared_size)
+
+    def register_commands(self, commands: list[dict[str, Any]], guild_id: int | None = None) -> None:
+        """Pretend commands were synced earlier (for bots that do not sync on every start)."""
+        self.rest.store_commands(commands, guild_id)
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until a bot identified and got READY plus every GUILD_CREATE."""
+        await self.notifier.wait_for(lambda: self.gateway.current is not None and self.gateway.current.ready, timeout)
+
+    async def wait_commands(self, names: list[str], guild_id: int | None = None, timeout: float = 10.0) -> None:
+        """Wait until the bot synced commands with these names (globally or in guild_id)."""
+        await self.notifier.wait_for(lambda: all(n in self.commands(guild_id) for n in names), timeout)
+
+    async def force_reconnect(self, how: str = "op7", timeout: float = 10.0) -> ResumeRecord:
+        """Disconnect the bot ('op7' RECONNECT or 'close' code 4000) and wait until it RESUMEd."""
+        return await self.gateway.force_reconnect(how, timeout)
+
+    # ---- interactions -------------------------------------------------------------------------------
+
+    def _lookup(self, name: str, guild_id: int) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+        path = name.split()
+        for commands, is_guild in ((self.commands(guild_id), True), (self.commands(), False)):
+            if path[0] in commands:
+                command, chain = find_command(commands, path)
+                return command, chain, is_guild
+        raise KeyError(f"/{path[0]} was never synced (global or guild {guild_id}); synced: "
+                       f"{sorted(self.commands()) + sorted(self.commands(guild_id))}")
+
+    async def _send(self, payload: dict[str, Any], target: StoredMessage | None = None) -> InteractionHandle:
+        handle = InteractionHandle(payload, self.notifier, asyncio.get_running_loop().time(), target)
+        self.rest.handles[handle.id] = handle
+        await self.gateway.dispatch("INTERACTION_CREATE", payload)
+        return handle
+
+    async def send_command(
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        user: UserSpec | int | str | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        permissions: int | None = None,
+        locale: str = "en-US",
+        focused: str | None = None,
+    ) -> InteractionHandle:
+        """Dispatch a slash command ('finetune start' for subcommands) and return its handle.
+
+        Options map names to values; attachment options take double.add_attachment() results.
+        With `focused` set this is an autocomplete interaction for that option instead.
+        """
+        guild = self.world.guild(guild_id)
+        command, chain, is_guild = self._lookup(name, guild.id)
+        kind = AUTOCOMPLETE if focused else APPLICATION_COMMAND
+        payload = interaction_base(self.world, kind, guild, channel_id, self.world.user(user), permissions, locale)
+        resolved: dict[str, dict[str, Any]] = {}
+        data: dict[str, Any] = {
+            "id": command["id"],
+            "name": command["name"],
+            "type": command.get("type", 1),
+            "options": build_options(command, chain, options or {}, resolved, guild.id, focused),
+        }
+        if resolved:
+            data["resolved"] = resolved
+        if is_guild:
+            data["guild_id"] = str(guild.id)
+        payload["data"] = data
+        return await self._send(payload)
+
+    async def send_autocomplete(
+        self, name: str, options: dict[str, Any], focused: str, **kwargs: Any
+    ) -> InteractionHandle:
+        """Autocomplete for option `focused`; the bot's choices land in handle.choices."""
+        return await self.send_command(name, options, focused=focused, **kwargs)
+
+    async def click(
+        self,
+        message: StoredMessage,
+        custom_id: str,
+        *,
+        user: UserSpec | int | str | None = None,
+        component_type: int = 2,
+        values: list[str] | None = None,
+        permissions: int | None = None,
+    ) -> InteractionHandle:
+        """Click a button (or pick select `values`) on a message the bot sent."""
+        if custom_id not in message.custom_ids():
+            raise KeyError(f"message {message.id} has no component {custom_id!r}; it has {message.custom_ids()}")
+        guild = self.world.guild(message.guild_id)
+        payload = interaction_base(
+            self.world, COMPONENT, guild, message.channel_id, self.world.user(user), permissions, "en-US"
+        )
+        payload["data"] = {"custom_id": custom_id, "component_type": component_type}
+        if values is not None:
+            payload["data"]["values"] = values
+        payload["message"] = message.payload()
+        return await self._send(payload, target=message)
+
+
+@asynccontextmanager
+async def running_double(**kwargs: Any) -> AsyncIterator[DiscordDouble]:
+    """Start a DiscordDouble, patch discord.py at it, and undo both on exit (kwargs: see DiscordDouble)."""
+    double = DiscordDouble(**kwargs)
+    await double.start()
+    try:
+        with double.patched():
+            yield double
+    finally:
+        await double.stop()
