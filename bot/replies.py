@@ -1,0 +1,76 @@
+"""What a generation reply looks like: the prompt in bold, the continuation plain, a
+small footer, Markdown escaped, always within Discord's 2,000-character limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from discord.utils import escape_markdown
+
+from charlm.vocab import PromptWindow
+
+MESSAGE_LIMIT = 2000
+CURSOR = " ▌"
+
+
+@dataclass(frozen=True)
+class ModelLabel:
+    """How a model is named in a footer."""
+
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}" if self.version else self.name
+
+
+def window_notes(window: PromptWindow, size: int) -> list[str]:
+    """What the model started from, when it is not simply the user's text."""
+    notes = []
+    if window.padded == size:
+        if window.dropped:
+            notes.append("none of your characters are known to this model, so it started from a blank page")
+        else:
+            notes.append("no text given, so the model started from a blank page")
+    elif window.dropped:
+        n = sum(window.dropped.values())
+        notes.append(f"{n} character{'s' if n != 1 else ''} the model does not know left out")
+    if window.cut:
+        notes.append(f"only your last {size} characters were read")
+    return notes
+
+
+def _bold(text: str) -> str:
+    """Bold that survives leading or trailing whitespace (Markdown ignores `** a **`)."""
+    core = text.strip()
+    if not core:
+        return text
+    start = len(text) - len(text.lstrip())
+    return f"{text[:start]}**{escape_markdown(core)}**{text[start + len(core):]}"
+
+
+def render(prompt: str, output: str, footer: str, writing: bool = False) -> str:
+    body = _bold(prompt) + escape_markdown(output) + (CURSOR if writing else "")
+    return f"{body}\n-# {footer}" if body.strip() else f"-# {footer}"
+
+
+def reply_text(prompt: str, output: str, footer_parts: list[str], writing: bool = False) -> str:
+    """The message, the continuation shortened from its end if escaping made it too long."""
+    footer = " · ".join(footer_parts)
+    message = render(prompt, output, footer, writing)
+    if len(message) <= MESSAGE_LIMIT:
+        return message
+    footer = " · ".join([*footer_parts, "cut to fit Discord's 2,000-character limit"])
+    while len(message := render(prompt, output, footer, writing)) > MESSAGE_LIMIT:
+        # Each character dropped shortens the escaped text by at least one.
+        output = output[: max(0, len(output) - (len(message) - MESSAGE_LIMIT))]
+    return message
+
+
+def progress_reply(prompt: str, output: str, model: ModelLabel, length: int) -> str:
+    return reply_text(prompt, output, [f"{model} is writing… {len(output)}/{length}"], writing=True)
+
+
+def final_reply(prompt: str, output: str, model: ModelLabel, temperature: float, notes: list[str]) -> str:
+    setting = "argmax (temperature 0)" if temperature == 0 else f"temperature {temperature:g}"
+    return reply_text(prompt, output, [str(model), setting, f"{len(output)} characters", *notes])
