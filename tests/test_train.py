@@ -1,0 +1,115 @@
+"""Training, checkpoints, cancel, fine-tuning and the saved model folder."""
+
+import json
+import threading
+
+import keras
+import numpy as np
+import pytest
+
+from charlm.corpus import load_corpus
+from charlm.errors import CharLMError, TrainingCancelled
+from charlm.evaluate import evaluate
+from charlm.jobs import finetune, train_new
+from charlm.model import PRESETS, build_model
+from charlm.storage import load_model_folder, save_model_folder
+from charlm.train import Checkpoints, TrainConfig, train
+from charlm.vocab import Vocabulary
+from tests.conftest import make_text
+
+
+def _ids(text_file):
+    text = load_corpus(text_file).text
+    vocab = Vocabulary.from_text(text)
+    ids = vocab.encode(text).ids
+    cut = int(len(ids) * 0.9)
+    return vocab, ids[:cut], ids[cut:]
+
+
+def test_tiny_model_learns_and_validation_loss_falls(text_file, tmp_path):
+    vocab, train_ids, val_ids = _ids(text_file)
+    seen = []
+    result = train(train_ids, val_ids, vocab, PRESETS["tiny"],
+                   TrainConfig(epochs=3, batch_size=32, learning_rate=1e-2),
+                   checkpoint_dir=tmp_path / "ckpt", on_progress=seen.append)
+    losses = [r.val_loss for r in result.history]
+    assert losses[-1] < losses[0] < np.log(len(vocab)) + 0.5
+    assert result.best_val_loss == min(losses)
+    # progress events: every step, and a final event per epoch with its validation loss
+    ends = [p for p in seen if p.epoch_done]
+    assert [p.epoch for p in ends] == [1, 2, 3] and ends[-1].val_loss == pytest.approx(losses[-1])
+    assert all(p.eta_seconds >= 0 for p in seen)
+    names = sorted(p.name for p in (tmp_path / "ckpt").glob("epoch-*.keras"))
+    assert names[-1] == f"epoch-003-val-{losses[-1]:.4f}.keras" and len(names) <= 2
+
+
+def test_resume_continues_from_the_checkpoint_epoch(text_file, tmp_path):
+    vocab, train_ids, val_ids = _ids(text_file)
+    config = TrainConfig(epochs=1, batch_size=32, learning_rate=1e-2)
+    train(train_ids, val_ids, vocab, PRESETS["tiny"], config, checkpoint_dir=tmp_path)
+    ckpt = next(tmp_path.glob("epoch-001-*.keras"))
+    config.epochs = 2
+    result = train(train_ids, val_ids, vocab, PRESETS["tiny"], config, checkpoint_dir=tmp_path, resume_from=ckpt)
+    assert [r.epoch for r in result.history] == [2]
+    assert Checkpoints.epoch_of(next(tmp_path.glob("epoch-002-*.keras"))) == 2
+
+
+def test_cancel_stops_cleanly_and_saves_nothing(text_file, tmp_path):
+    cancel = threading.Event()
+
+    def hook(progress):
+        if progress.step == 2:
+            cancel.set()
+
+    with pytest.raises(TrainingCancelled):
+        train_new(text_file, tmp_path / "out", "tiny", TrainConfig(epochs=2, batch_size=16),
+                  on_progress=hook, cancel=cancel)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out*"))
+
+
+def test_saved_folder_has_model_vocab_and_card(tiny_model):
+    saved = load_model_folder(tiny_model)
+    card = json.loads((tiny_model / "card.json").read_text())
+    assert card["vocab_size"] == len(saved.vocab) == saved.model.output_shape[-1]
+    assert card["preset"] == "tiny" and card["parameters"] == saved.model.count_params()
+    assert card["corpus"]["name"] == "story.txt" and len(card["corpus"]["sha256"]) == 64
+    assert card["heldout"]["bits_per_char"] > 0 and card["training"]["epochs_run"] == 3
+    ids = saved.vocab.encode("alice said").ids[None, :]
+    assert saved.model.predict(ids, verbose=0).shape == (1, ids.shape[1], len(saved.vocab))
+
+
+def test_loading_a_broken_folder_is_one_line(tiny_model, tmp_path):
+    with pytest.raises(CharLMError, match="not found"):
+        load_model_folder(tmp_path / "missing")
+    for victim in ("model.keras", "vocab.json", "card.json"):
+        broken = tmp_path / victim
+        saved = load_model_folder(tiny_model)
+        save_model_folder(saved.model, saved.vocab, saved.card, broken)
+        (broken / victim).unlink()
+        with pytest.raises(CharLMError, match=f"{victim} is missing"):
+            load_model_folder(broken)
+    mismatched = tmp_path / "mismatch"
+    saved = load_model_folder(tiny_model)
+    save_model_folder(saved.model, Vocabulary("ab"), saved.card, mismatched)
+    with pytest.raises(CharLMError, match="predicts"):
+        load_model_folder(mismatched)
+
+
+def test_finetune_keeps_the_vocabulary(tiny_model, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text(make_text(8_000, seed=7).upper() + " 123 {}", "utf-8")
+    outcome = finetune(other, tiny_model, tmp_path / "tuned", TrainConfig(epochs=1, batch_size=16))
+    base, tuned = load_model_folder(tiny_model), load_model_folder(outcome.folder)
+    assert tuned.vocab == base.vocab
+    assert outcome.card["corpus"]["unmapped_chars_dropped"] >= 5  # digits and braces
+    assert outcome.card["base"]["heldout_on_this_corpus"]["bits_per_char"] == pytest.approx(
+        outcome.base_heldout.bits_per_char, abs=1e-3)
+
+
+def test_uniform_model_scores_log2_vocab_bits():
+    model = build_model(8, PRESETS["tiny"])
+    dense = model.get_layer("logits")
+    dense.set_weights([np.zeros_like(w) for w in dense.get_weights()])
+    result = evaluate(model, np.arange(500) % 8)
+    assert result.bits_per_char == pytest.approx(3.0, abs=1e-5) and result.chars == 499
