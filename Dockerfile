@@ -4,7 +4,7 @@
 # GPU (CUDA):     docker build -t charlm-bot:gpu \
 #                   --build-arg BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu \
 #                   --build-arg REQUIREMENTS=requirements-gpu.txt .
-# Run:            docker run -d --name charlm-bot --env-file .env \
+# Run:            docker run -d --name charlm-bot --env-file .env --stop-timeout 30 \
 #                   -v charlm-data:/app/data --restart unless-stopped charlm-bot
 #
 # Builds with the classic builder too (DOCKER_BUILDKIT=0): no BuildKit-only syntax.

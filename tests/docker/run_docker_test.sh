@@ -164,7 +164,7 @@ fi
 HADOLINT="$(dirname "$PYTHON")/hadolint"
 command -v "$HADOLINT" >/dev/null 2>&1 || HADOLINT="$(command -v hadolint || true)"
 if [[ -n "$HADOLINT" ]]; then
-    "$HADOLINT" Dockerfile || fail "hadolint reports problems in Dockerfile"
+    "$HADOLINT" --config .hadolint.yaml Dockerfile || fail "hadolint reports problems in Dockerfile"
     log "hadolint: Dockerfile clean"
 else
     log "hadolint not installed (pip install -r requirements-dev.txt); lint skipped"
