@@ -61,10 +61,14 @@ def reply_text(prompt: str, output: str, footer_parts: list[str], writing: bool 
     if len(message) <= MESSAGE_LIMIT:
         return message
     footer = " · ".join([*footer_parts, "cut to fit Discord's 2,000-character limit"])
-    while len(message := render(prompt, output, footer, writing)) > MESSAGE_LIMIT:
-        # Each character dropped shortens the escaped text by at least one.
-        output = output[: max(0, len(output) - (len(message) - MESSAGE_LIMIT))]
-    return message
+    fits, too_long = 0, len(output)  # longest prefix of the output that fits: binary search
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if len(render(prompt, output[:middle], footer, writing)) <= MESSAGE_LIMIT:
+            fits = middle
+        else:
+            too_long = middle
+    return render(prompt, output[:fits], footer, writing)
 
 
 def progress_reply(prompt: str, output: str, model: ModelLabel, length: int) -> str:
