@@ -43,6 +43,19 @@ def _split_encode(corpus: Corpus, vocab: Vocabulary, holdout: float) -> tuple[np
     return encoded.ids[:cut], encoded.ids[cut:], encoded.dropped_count
 
 
+def recitation(model: keras.Model, vocab: Vocabulary, train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
+    """Card entry: share of 40-char strings in 20 samples (400 chars, temperature 0.8)
+    found verbatim in the training text, prompted with windows of the held-out text."""
+    from charlm.generate import Generator
+    from charlm.memorization import verbatim_share
+
+    gen = Generator(SavedModel(model, vocab, {}, Path(".")), "numpy")
+    starts = np.linspace(0, max(0, len(val_ids) - 100), 20).astype(int)
+    prompts = [vocab.decode(val_ids[s : s + 100]) for s in starts]
+    share = verbatim_share(gen, vocab.decode(train_ids), prompts)
+    return {"verbatim_40char_share": round(share, 4), "samples": 20, "length": 400, "temperature": 0.8}
+
+
 def heldout_eval(model: keras.Model, train_ids: np.ndarray, val_ids: np.ndarray) -> Evaluation:
     """Bits per char on the held-out part, conditioned on the end of the training part."""
     return evaluate(model, val_ids, context=train_ids[-1024:])
@@ -50,7 +63,8 @@ def heldout_eval(model: keras.Model, train_ids: np.ndarray, val_ids: np.ndarray)
 
 def _card(name: str, spec: ModelSpec, preset_name: str, model: keras.Model, vocab: Vocabulary,
           corpus: Corpus, holdout: float, dropped: int, config: TrainConfig, result: TrainResult,
-          heldout: Evaluation, seconds: float, base: dict | None) -> dict:
+          heldout: Evaluation, seconds: float, base: dict | None,
+          train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
     best = result.best
     return {
         "name": name,
@@ -83,6 +97,7 @@ def _card(name: str, spec: ModelSpec, preset_name: str, model: keras.Model, voca
             "nats_per_char": round(heldout.nats_per_char, 4),
             "chars": heldout.chars,
         },
+        "recitation": recitation(model, vocab, train_ids, val_ids),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -106,7 +121,7 @@ def train_new(corpus_path: str | Path, out: str | Path, preset_name: str = "defa
                    resume_from=resume_from, on_progress=on_progress, cancel=cancel)
     heldout = heldout_eval(result.model, train_ids, val_ids)
     card = _card(Path(out).name, spec, preset_name, result.model, vocab, corpus, holdout, dropped,
-                 config, result, heldout, time.monotonic() - start, None)
+                 config, result, heldout, time.monotonic() - start, None, train_ids, val_ids)
     folder = save_model_folder(result.model, vocab, card, out)
     return JobOutcome(folder, card, result, heldout)
 
@@ -144,6 +159,7 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
                                    "nats_per_char": round(base_heldout.nats_per_char, 4)},
     }
     card = _card(Path(out).name, spec, saved.card.get("preset", "custom"), result.model, saved.vocab,
-                 corpus, holdout, dropped, config, result, heldout, time.monotonic() - start, base_info)
+                 corpus, holdout, dropped, config, result, heldout, time.monotonic() - start, base_info,
+                 train_ids, val_ids)
     folder = save_model_folder(result.model, saved.vocab, card, out)
     return JobOutcome(folder, card, result, heldout, base_heldout)

@@ -92,3 +92,14 @@ def test_trained_tiny_model_generates_its_characters(tiny_model):
     gen = Generator(load_model_folder(tiny_model))
     out = gen.generate([gen.vocab.window("Alice said").ids], [Sampling(length=60, seed=0)])[0]
     assert len(out) == 60 and set(out) <= set(gen.vocab.chars)
+
+
+def test_verbatim_share_detects_recitation(random_model):
+    from charlm.memorization import verbatim_share
+
+    gen = Generator(random_model, "numpy")
+    prompts = ["alice", "the queen"]
+    samples = gen.generate([VOCAB.window(p).ids for p in prompts],
+                           [Sampling(temperature=0.8, seed=i, length=100) for i in range(2)])
+    assert verbatim_share(gen, "\n".join(samples), prompts, length=100) == 1.0
+    assert verbatim_share(gen, "zzzz " * 100, prompts, length=100) == 0.0
