@@ -1,0 +1,53 @@
+"""The [finetune] table of config.toml, checked with the same one-line errors as the rest.
+
+bot.config hands this table over raw (it is listed in OTHER_TABLES), so the fine-tune
+feature can be added or removed without touching the bot's own settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import Config, ConfigError, _table, integer, number, path, setting
+
+MIN_CHARS_FLOOR = 1_000
+"""charlm refuses shorter texts: they cannot fill a few 100-character windows."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Limits and defaults of /finetune; paths are resolved like the bot's own."""
+
+    max_upload_mb: float = setting(8.0, number(0.001, 100))
+    min_chars: int = setting(20_000, integer(MIN_CHARS_FLOOR, 100_000_000))
+    default_epochs: int = setting(5, integer(1, 100))
+    max_epochs: int = setting(20, integer(1, 100))
+    batch_size: int = setting(64, integer(1, 4096))
+    learning_rate: float = setting(1e-3, number(1e-6, 10))
+    patience: int = setting(3, integer(1, 100))
+    progress_interval: float = setting(5.0, number(0.2, 60))
+    nice: int = setting(10, integer(0, 19))
+    cancel_grace: float = setting(5.0, number(0.1, 60))
+    models_dir: Path = setting(Path("models"), path())
+    database: Path = setting(Path("finetune.sqlite3"), path())
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+def finetune_config(config: Config) -> FinetuneConfig:
+    """Check the raw [finetune] table; relative paths are taken from [bot] data_dir."""
+    where = config.path.name
+    settings = _table("finetune", FinetuneConfig, config.other_tables.get("finetune", {}), where)
+    if settings.default_epochs > settings.max_epochs:
+        raise ConfigError(f"{where}: [finetune] default_epochs must be at most max_epochs "
+                          f"({settings.max_epochs}), got {settings.default_epochs}")
+
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else (config.bot.data_dir / p).resolve()
+
+    return dataclasses.replace(settings, models_dir=resolve(settings.models_dir),
+                               database=resolve(settings.database))
