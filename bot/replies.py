@@ -3,25 +3,12 @@ small footer, Markdown escaped, always within Discord's 2,000-character limit.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from discord.utils import escape_markdown
 
 from charlm.vocab import PromptWindow
 
 MESSAGE_LIMIT = 2000
 CURSOR = " ▌"
-
-
-@dataclass(frozen=True)
-class ModelLabel:
-    """How a model is named in a footer."""
-
-    name: str
-    version: str
-
-    def __str__(self) -> str:
-        return f"{self.name} {self.version}" if self.version else self.name
 
 
 def window_notes(window: PromptWindow, size: int) -> list[str]:
@@ -71,10 +58,10 @@ def reply_text(prompt: str, output: str, footer_parts: list[str], writing: bool 
     return render(prompt, output[:fits], footer, writing)
 
 
-def progress_reply(prompt: str, output: str, model: ModelLabel, length: int) -> str:
+def progress_reply(prompt: str, output: str, model: str, length: int) -> str:
     return reply_text(prompt, output, [f"{model} is writing… {len(output)}/{length}"], writing=True)
 
 
-def final_reply(prompt: str, output: str, model: ModelLabel, temperature: float, notes: list[str]) -> str:
+def final_reply(prompt: str, output: str, model: str, temperature: float, notes: list[str]) -> str:
     setting = "argmax (temperature 0)" if temperature == 0 else f"temperature {temperature:g}"
     return reply_text(prompt, output, [str(model), setting, f"{len(output)} characters", *notes])

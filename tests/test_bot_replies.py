@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from charlm.vocab import Vocabulary
 
-from bot.replies import MESSAGE_LIMIT, ModelLabel, final_reply, progress_reply, window_notes
+from bot.replies import MESSAGE_LIMIT, final_reply, progress_reply, window_notes
 
-LABEL = ModelLabel("alice", "v2")
+LABEL = "alice v2"
 VOCAB = Vocabulary.from_text("abcdefghijklmnopqrstuvwxyz .,'*_\n")
 
 

@@ -1,0 +1,31 @@
+"""`python -m bot --check`: everything a real run needs, except Discord."""
+
+from __future__ import annotations
+
+import time
+
+from charlm.sampling import Sampling
+
+from bot.config import Config
+from bot.context import BotContext
+
+PROMPT = "Once upon a time"
+
+
+async def run_check(config: Config) -> list[str]:
+    """Open the services, generate a short sample per model, close; returns what was done."""
+    lines = [f"config {config.path}: ok"]
+    started = time.perf_counter()
+    context = await BotContext.open(config)
+    try:
+        lines.append(f"history {config.history.database}: ok ({await context.history.count()} requests stored, "
+                     f"journal {await context.history.journal_mode()})")
+        for name in config.models.folders():
+            result = await context.engine.generate(name, PROMPT, Sampling(temperature=0, length=40))
+            version = result.version
+            lines.append(f"model {version} ({version.path}, {version.backend}): "
+                         f"{result.window.prompt_text!r} -> {result.text!r}")
+    finally:
+        await context.close()
+    lines.append(f"all checks passed in {time.perf_counter() - started:.1f} s")
+    return lines

@@ -1,0 +1,35 @@
+"""The `bot.cog` extension: /alice, /seuss, /history and /forget.
+
+Any discord.py bot can add them with `await bot.load_extension("bot.cog")`. If the bot
+has no services yet (`bot.charlm`), the extension opens them from the config file named
+by the CHARLM_CONFIG environment variable (default `config.toml`) and closes them again
+when it is unloaded. Commands still need a `bot.tree.sync()`, as with any extension.
+"""
+
+from __future__ import annotations
+
+import os
+
+from discord.ext import commands
+
+from bot.config import load_config
+from bot.context import BotContext
+from bot.cog.generate import GenerationCog
+from bot.cog.history_commands import HistoryCog
+
+
+async def setup(bot: commands.Bot) -> None:
+    context: BotContext | None = getattr(bot, "charlm", None)
+    if context is None:
+        context = await BotContext.open(load_config(os.environ.get("CHARLM_CONFIG", "config.toml")))
+        context.opened_by_extension = True
+        bot.charlm = context  # type: ignore[attr-defined]
+    await bot.add_cog(GenerationCog(context))
+    await bot.add_cog(HistoryCog(context))
+
+
+async def teardown(bot: commands.Bot) -> None:
+    context: BotContext | None = getattr(bot, "charlm", None)
+    if context is not None and context.opened_by_extension:
+        await context.close()
+        bot.charlm = None  # type: ignore[attr-defined]

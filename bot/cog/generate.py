@@ -1,0 +1,166 @@
+"""/alice and /seuss: acknowledge at once, show the continuation growing, record the request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from charlm import WINDOW
+from charlm.errors import CharLMError
+from charlm.sampling import Sampling
+
+from bot.config import LENGTH_LIMIT, TEMPERATURE_LIMIT
+from bot.context import BotContext, Cooldowns, outcome_of
+from bot.history import Request
+from bot.replies import final_reply, progress_reply, window_notes
+from bot.respond import NO_MENTIONS, answer_error, tell
+
+log = logging.getLogger(__name__)
+
+Length = app_commands.Range[int, 1, LENGTH_LIMIT]
+Temperature = app_commands.Range[float, 0.0, TEMPERATURE_LIMIT]
+OPTIONS = dict(
+    text="Text to continue (the model reads its last 100 characters); empty starts from a blank page",
+    length="Characters to write (default 400)",
+    temperature="0 always picks the likeliest character; higher is more surprising (default 0.8)",
+)
+
+USER_MESSAGES = {
+    "busy": "The models are busy right now; please try again in a minute.",
+    "timeout": "That took too long ({}); please try again, perhaps with a shorter length.",
+}
+
+
+def elapsed_ms(since: float) -> int:
+    return round((time.perf_counter() - since) * 1000)
+
+
+class LiveReply:
+    """Edits the deferred reply as text arrives, at most once per `interval` seconds,
+    which keeps a message well inside Discord's edit rate limits."""
+
+    def __init__(self, interaction: discord.Interaction, render: Callable[[str], str], interval: float) -> None:
+        self.interaction = interaction
+        self.render = render
+        self.interval = interval
+        self.text = ""
+        self.shown = ""
+        self._done = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=f"live-reply-{interaction.id}")
+
+    def update(self, text: str) -> None:
+        self.text = text
+
+    async def _run(self) -> None:
+        while not self._done.is_set():
+            try:
+                await asyncio.wait_for(self._done.wait(), self.interval)
+                return
+            except asyncio.TimeoutError:
+                pass
+            if self.text != self.shown:
+                self.shown = self.text
+                try:
+                    await self.interaction.edit_original_response(content=self.render(self.text),
+                                                                  allowed_mentions=NO_MENTIONS)
+                except discord.HTTPException as exc:
+                    log.warning("progress edit of interaction %s failed: %s", self.interaction.id, exc)
+
+    async def stop(self) -> None:
+        """Stop editing; returns once no progress edit is in flight, so the final one lands last."""
+        self._done.set()
+        await self._task
+
+
+class GenerationCog(commands.Cog):
+    """Continue a user's text in the style of one of the shipped models."""
+
+    def __init__(self, context: BotContext) -> None:
+        self.context = context
+        limits = context.config.limits
+        self.cooldowns = Cooldowns(limits.cooldown_uses, limits.cooldown_seconds)
+        self.in_flight: set[asyncio.Task] = set()
+
+    async def cog_unload(self) -> None:
+        """Give replies being written a bounded time to finish."""
+        if self.in_flight:
+            grace = self.context.config.limits.shutdown_grace
+            log.info("waiting up to %.0f s for %d replies in flight", grace, len(self.in_flight))
+            await asyncio.wait(set(self.in_flight), timeout=grace)
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        self.cooldowns.check(interaction.user.id)
+        return True
+
+    @app_commands.command(name="alice", description="Continue your text in the style of Alice in Wonderland")
+    @app_commands.describe(**OPTIONS)
+    async def alice(self, interaction: discord.Interaction, text: str | None = None,
+                    length: Length | None = None, temperature: Temperature | None = None) -> None:
+        await self.continue_text(interaction, "alice", text, length, temperature)
+
+    @app_commands.command(name="seuss", description="Continue your text in the style of Dr Seuss")
+    @app_commands.describe(**OPTIONS)
+    async def seuss(self, interaction: discord.Interaction, text: str | None = None,
+                    length: Length | None = None, temperature: Temperature | None = None) -> None:
+        await self.continue_text(interaction, "seuss", text, length, temperature)
+
+    async def continue_text(self, interaction: discord.Interaction, model: str, text: str | None,
+                            length: int | None, temperature: float | None) -> None:
+        """Answer one request and record it, whatever happens."""
+        started = time.perf_counter()
+        task = asyncio.current_task()
+        self.in_flight.add(task)
+        g = self.context.config.generation
+        settings = {"length": g.default_length if length is None else length,
+                    "temperature": g.default_temperature if temperature is None else temperature}
+        record = Request(user_id=interaction.user.id, guild_id=interaction.guild_id,
+                         channel_id=interaction.channel_id, command=model, prompt=text or "",
+                         model=model, sampling=settings)
+        try:
+            await self._answer(interaction, record, started)
+        except CharLMError as exc:
+            record.outcome, record.error = outcome_of(exc), str(exc)
+            await tell(interaction, USER_MESSAGES.get(record.outcome, "{}").format(exc))
+        except Exception as exc:
+            record.outcome, record.error = "error", f"{exc.__class__.__name__}: {exc}"
+            raise  # cog_app_command_error logs it with context and apologises
+        finally:
+            record.latency_ms = elapsed_ms(started)
+            self.in_flight.discard(task)
+            await self.context.record(record)
+
+    async def _answer(self, interaction: discord.Interaction, record: Request, started: float) -> None:
+        g = self.context.config.generation
+        length, temperature = record.sampling["length"], record.sampling["temperature"]
+        if length > g.max_length:
+            raise CharLMError(f"This server allows at most {g.max_length} characters per reply.")
+        if temperature > g.max_temperature:
+            raise CharLMError(f"This server allows a temperature of at most {g.max_temperature:g}.")
+        version, vocab = self.context.current(record.model)
+        prompt = vocab.window(record.prompt, WINDOW).prompt_text
+
+        await interaction.response.defer(thinking=True)
+        record.ack_ms = elapsed_ms(started)
+        live = LiveReply(interaction, lambda text: progress_reply(prompt, text, str(version), length),
+                         g.edit_interval)
+        try:
+            result = await self.context.engine.generate(
+                record.model, record.prompt, Sampling(temperature=temperature, length=length),
+                timeout=self.context.config.limits.request_timeout, on_text=live.update)
+        finally:
+            await live.stop()
+        record.window, record.output = result.window.text, result.text
+        record.model_version = f"v{result.version.number}"
+        notes = window_notes(result.window, WINDOW)
+        content = final_reply(result.window.prompt_text, result.text, str(result.version), temperature, notes)
+        await interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
+
+    async def cog_app_command_error(self, interaction: discord.Interaction,
+                                    error: app_commands.AppCommandError) -> None:
+        await answer_error(interaction, error)

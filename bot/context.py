@@ -1,0 +1,152 @@
+"""The services every cog shares: config, inference engine and history store.
+
+The standalone bot opens one BotContext in setup_hook and keeps it as `bot.charlm`;
+cogs receive it in their constructor, or look it up with `get_context(bot)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from charlm.engine import Engine, EngineBusy, EngineTimeout, ModelVersion
+from charlm.errors import CharLMError
+from charlm.sampling import Sampling
+from charlm.storage import VOCAB_FILE
+from charlm.vocab import Vocabulary
+
+from bot.config import Config
+from bot.history import HistoryStore, Request
+
+log = logging.getLogger(__name__)
+
+
+def is_admin(interaction: discord.Interaction, config: Config) -> bool:
+    """Manage Server in the interaction's guild, or listed in [admin] user_ids."""
+    if interaction.guild_id is not None and interaction.permissions.manage_guild:
+        return True
+    return interaction.user.id in config.admin.user_ids
+
+
+class Cooldowns:
+    """At most `uses` generations per user per `seconds`, shared by /alice and /seuss.
+
+    Kept per cog instance (not in a decorator), so its state goes with the bot.
+    """
+
+    def __init__(self, uses: int, seconds: float) -> None:
+        self.uses = uses
+        self.seconds = seconds
+        self.buckets: dict[int, app_commands.Cooldown] = {}
+
+    def check(self, user_id: int) -> None:
+        """Count one use; raise CommandOnCooldown when the user is over the limit."""
+        if not self.uses:
+            return
+        now = time.time()
+        for key in [k for k, b in self.buckets.items() if b.get_tokens(now) == b.rate]:
+            del self.buckets[key]  # full buckets carry no state: keep the dict small
+        bucket = self.buckets.setdefault(user_id, app_commands.Cooldown(self.uses, self.seconds))
+        retry_after = bucket.update_rate_limit(now)
+        if retry_after:
+            raise app_commands.CommandOnCooldown(bucket, retry_after)
+
+
+@dataclass
+class BotContext:
+    """Config, engine and history store, opened together and closed together.
+
+    Models live in `engine` under their names ("alice", "seuss"); loading a folder
+    under an existing name swaps it in as that name's next version, and requests
+    already running finish on the version they started with.
+    """
+
+    config: Config
+    engine: Engine
+    history: HistoryStore
+    opened_by_extension: bool = False
+    _vocabs: dict[tuple[str, int], Vocabulary] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    async def open(cls, config: Config) -> "BotContext":
+        """Open the history store, start the engine and load the configured models."""
+        history = await HistoryStore.open(config.history.database)
+        try:
+            engine = Engine(backend=config.engine.backend, max_queue=config.limits.queue_size,
+                            max_batch=config.engine.max_batch, batch_wait=config.engine.batch_wait_ms / 1000)
+            try:
+                for name, folder in config.models.folders().items():
+                    await asyncio.to_thread(engine.load, name, folder)
+            except BaseException:
+                await asyncio.to_thread(engine.close)
+                raise
+        except BaseException:
+            await history.close()
+            raise
+        return cls(config, engine, history)
+
+    async def close(self) -> None:
+        """Stop the engine (requests still queued fail), then close the database."""
+        await asyncio.to_thread(self.engine.close)
+        await self.history.close()
+
+    async def load_model(self, name: str, folder: str | Path) -> ModelVersion:
+        """Load a model folder as the next version of `name` (new names are added)."""
+        return await asyncio.to_thread(self.engine.load, name, folder)
+
+    def current(self, name: str) -> tuple[ModelVersion, Vocabulary]:
+        """The version new requests for `name` get, and its characters (to show a
+        prompt as the model reads it while the reply is still being written)."""
+        version = self.engine.models().get(name)
+        if version is None:
+            raise CharLMError(f"the {name} model is not loaded")
+        key = (name, version.number)
+        if key not in self._vocabs:
+            self._vocabs[key] = Vocabulary.load(Path(version.path) / VOCAB_FILE)
+        return version, self._vocabs[key]
+
+    async def engine_alive(self) -> bool:
+        """Whether the engine thread still answers: a one-character request goes through it."""
+        names = list(self.engine.models())
+        if not names:
+            return False
+        try:
+            await self.engine.generate(names[0], "", Sampling(temperature=0, length=1),
+                                       timeout=self.config.limits.request_timeout)
+        except EngineBusy:
+            return True  # the queue is full, so the thread is working
+        except CharLMError:
+            return False
+        return True
+
+    async def record(self, request: Request) -> None:
+        """Write a history row; a failure is logged and never reaches the user."""
+        try:
+            await self.history.record(request)
+        except Exception:
+            log.exception("history write failed for /%s by user %s (outcome %s)",
+                          request.command, request.user_id, request.outcome)
+
+
+def outcome_of(error: CharLMError) -> str:
+    """How a failed request is recorded in the history."""
+    if isinstance(error, EngineBusy):
+        return "busy"
+    if isinstance(error, EngineTimeout):
+        return "timeout"
+    return "error"
+
+
+def get_context(bot: commands.Bot) -> BotContext:
+    """The services of a bot that loaded the `bot.cog` extension (or runs CharLMBot)."""
+    context = getattr(bot, "charlm", None)
+    if context is None:
+        raise RuntimeError("the bot has no charlm services: load the bot.cog extension first")
+    return context

@@ -1,0 +1,96 @@
+"""The standalone bot around the extension: services, command sync, health file, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import discord
+import discord.gateway
+import discord.http
+import yarl
+from discord.ext import commands, tasks
+
+from bot.config import Config, DiscordConfig
+from bot.context import BotContext
+from bot.health import INTERVAL, write_health
+
+log = logging.getLogger(__name__)
+EXTENSIONS = ["bot.cog"]
+"""Extensions the standalone bot loads, in order (the fine-tune cog adds its own)."""
+
+
+class CharLMBot(commands.Bot):
+    """A discord.py bot that owns the services its cogs share."""
+
+    def __init__(self, config: Config, **options) -> None:
+        super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
+                         help_command=None, allowed_mentions=discord.AllowedMentions.none(), **options)
+        self.config = config
+        self.charlm: BotContext | None = None
+
+    async def setup_hook(self) -> None:
+        self.charlm = await BotContext.open(self.config)
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        guild_id = self.config.discord.sync_guild_id
+        if guild_id:
+            guild = discord.Object(guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(synced), guild_id)
+        else:
+            synced = await self.tree.sync()
+            log.info("synced %d commands globally (new commands can take a while to appear)", len(synced))
+        self.refresh_health.start()
+
+    async def on_ready(self) -> None:
+        log.info("logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?",
+                 len(self.guilds))
+
+    @tasks.loop(seconds=INTERVAL)
+    async def refresh_health(self) -> None:
+        connected = self.is_ready() and not self.is_closed()
+        engine_alive = self.charlm is not None and await self.charlm.engine_alive()
+        try:
+            await asyncio.to_thread(write_health, self.config.health_file, connected, engine_alive)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.config.health_file, exc)
+
+    async def close(self) -> None:
+        """Unload the cogs (replies in flight finish within the grace period), disconnect,
+        then stop the engine and close the database."""
+        self.refresh_health.cancel()
+        await super().close()
+        if self.charlm is not None:
+            await self.charlm.close()
+            self.charlm = None
+
+
+def point_at(settings: DiscordConfig) -> None:
+    """Talk to another Discord (a test double) when the config names one."""
+    if settings.api_base:
+        discord.http.Route.BASE = settings.api_base.rstrip("/")
+    if settings.gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+
+
+async def run(config: Config, token: str) -> None:
+    """Run until closed or until SIGINT/SIGTERM, then shut down cleanly."""
+    point_at(config.discord)
+    bot = CharLMBot(config)
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task] = []
+
+    def stop(name: str) -> None:
+        log.info("%s received: shutting down", name)
+        if not stopping:
+            stopping.append(asyncio.create_task(bot.close()))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig.name)
+    async with bot:
+        await bot.start(token)
+    if stopping:
+        await stopping[0]

@@ -1,0 +1,344 @@
+"""The bot through the Discord double: the real discord.py client, the real engine and models.
+
+Each test starts a fake Discord on 127.0.0.1 and a CharLMBot pointed at it, sends
+interactions as Discord would, and checks what the bot sent back and what it stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import statistics
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from bot.config import Config, load_config
+from bot.runner import CharLMBot
+from charlm.vocab import Vocabulary
+from tests.discord_double import DiscordDouble, LogGuard, UserSpec, default_world, running_bot, running_double
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+GUILD = 910000000000000001
+ALICE_ID, BOB_ID = 930000000000000001, 930000000000000002  # alice has Manage Server, bob does not
+REPLY_EDIT = "PATCH /webhooks/{app}/{token}/messages/@original"
+Scenario = Callable[[DiscordDouble, CharLMBot], Awaitable[None]]
+
+needs_weights = pytest.mark.skipif(not (WEIGHTS / "alice" / "model.keras").is_file()
+                                   or not (WEIGHTS / "seuss" / "model.keras").is_file(),
+                                   reason="weights/alice and weights/seuss are not trained and committed yet")
+
+
+@pytest.fixture(autouse=True)
+def guard(discord_log_guard: LogGuard) -> LogGuard:
+    return discord_log_guard
+
+
+def write_config(folder: Path, alice: Path, seuss: Path, **tables: dict[str, object]) -> Config:
+    """A config file in `folder` with everything the bot writes under it."""
+    settings: dict[str, dict[str, object]] = {
+        "bot": {"data_dir": str(folder / "data")},
+        "models": {"alice": str(alice), "seuss": str(seuss)},
+        "history": {"database": str(folder / "data" / "history.sqlite3")},
+        "limits": {"cooldown_uses": 0},
+    }
+    for table, values in tables.items():
+        settings.setdefault(table, {}).update(values)
+    lines = []
+    for table, values in settings.items():
+        lines.append(f"[{table}]")
+        lines += [f"{key} = {value!r}".replace("'", '"') for key, value in values.items()]
+    path = folder / "config.toml"
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    return load_config(path)
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, tiny_model: Path) -> Config:
+    return write_config(tmp_path, tiny_model, tiny_model)
+
+
+def run(config: Config, scenario: Scenario, **double_options: object) -> None:
+    """The double and a freshly started bot in one event loop, for one scenario."""
+
+    async def main() -> None:
+        async with running_double(**double_options) as double:
+            async with running_bot(CharLMBot(config, guild_ready_timeout=0.1), timeout=60) as bot:
+                await double.wait_commands(["alice", "seuss", "history", "forget"])
+                await scenario(double, bot)
+            double.assert_no_violations()
+
+    asyncio.run(main())
+
+
+def history_rows(config: Config) -> list[sqlite3.Row]:
+    with sqlite3.connect(config.history.database) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM requests ORDER BY id").fetchall()
+    db.close()
+    return rows
+
+
+def test_commands_are_synced_with_discord_side_limits(tiny_config: Config) -> None:
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        alice = double.commands()["alice"]
+        options = {o["name"]: o for o in alice["options"]}
+        assert list(options) == ["text", "length", "temperature"]
+        assert not any(o.get("required") for o in options.values())
+        assert (options["length"]["min_value"], options["length"]["max_value"]) == (1, 1500)
+        assert (options["temperature"]["min_value"], options["temperature"]["max_value"]) == (0, 2)
+        assert all(o["description"] for o in options.values())
+        assert double.commands()["history"]["options"][0]["choices"] == [
+            {"name": "me", "value": "me"}, {"name": "server", "value": "server"}]
+
+    run(tiny_config, scenario)
+
+
+@needs_weights
+def test_alice_and_seuss_continue_with_the_shipped_models(tmp_path: Path) -> None:
+    config = write_config(tmp_path, WEIGHTS / "alice", WEIGHTS / "seuss")
+    prompts = {"alice": "Alice was beginning to get very tired", "seuss": "I do not like green eggs and ham"}
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        for name, prompt in prompts.items():
+            handle = await double.send_command(name, {"text": prompt, "temperature": 0}, user="bob")
+            assert await handle.acknowledged() == 5  # deferred at once, answered by edits
+            reply = await handle.wait_final(timeout=60)
+            assert not reply.ephemeral and len(reply.content) <= 2000
+            body, footer = reply.content.rsplit("\n-# ", 1)
+            assert body.startswith(f"**{prompt.lower()}**")
+            continuation = body[len(prompt) + 4:]
+            assert len(continuation.strip()) > 50
+            assert str(bot.charlm.engine.models()[name]) == f"{name} v1"
+            assert footer == f"{name} v1 · argmax (temperature 0) · 400 characters"
+
+    run(config, scenario)
+    rows = history_rows(config)
+    assert [r["command"] for r in rows] == ["alice", "seuss"]
+    assert all(r["outcome"] == "ok" and len(r["output"]) == 400 for r in rows)
+
+
+def test_the_prompt_window_is_what_the_model_reads(tiny_config: Config, tiny_model: Path) -> None:
+    vocab = Vocabulary.load(tiny_model / "vocab.json")
+    long_text = "The Queen said, " + "off with her head! " * 8 + "said the King ✨"
+    expected = vocab.window(long_text)
+    assert expected.cut and expected.dropped  # the case under test: cut and unknown characters
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        handle = await double.send_command("alice", {"text": long_text, "length": 30}, user="bob")
+        reply = await handle.wait_final()
+        assert reply.content.lstrip().startswith(f"**{expected.prompt_text.strip()}**")
+        assert "only your last 100 characters were read" in reply.content
+        dropped = sum(expected.dropped.values())
+        assert f"{dropped} characters the model does not know left out" in reply.content
+
+        handle = await double.send_command("seuss", {"length": 30}, user="bob")
+        reply = await handle.wait_final()
+        assert "no text given, so the model started from a blank page" in reply.content
+
+        handle = await double.send_command("seuss", {"text": "✨🎉", "length": 30}, user="bob")
+        reply = await handle.wait_final()
+        assert "none of your characters are known to this model" in reply.content
+
+    run(tiny_config, scenario)
+    rows = history_rows(tiny_config)
+    assert rows[0]["prompt"] == long_text
+    assert rows[0]["window"] == expected.text and len(rows[0]["window"]) == 100
+    assert rows[1]["prompt"] == "" and rows[1]["window"] == " " * 100
+    assert len(rows[0]["output"]) == 30
+
+
+def test_mentions_never_ping(tmp_path: Path, tiny_model: Path) -> None:
+    config = write_config(tmp_path, tiny_model, tiny_model, limits={"cooldown_uses": 1, "cooldown_seconds": 60})
+    text = "@everyone @here <@930000000000000001> <@&910000000000000001> *bold* `code`"
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        await (await double.send_command("alice", {"text": text, "length": 20}, user="bob")).wait_final()
+        await (await double.send_command("alice", {"text": text}, user="bob")).wait_final()  # cooldown
+        await (await double.send_command("history", {}, user="bob")).wait_final()
+        listing = await (await double.send_command("history", {"scope": "server"}, user="alice")).wait_final()
+        assert "@everyone" in listing.content and "<@930000000000000002>" in listing.content
+        sent = [r for r in double.requests if isinstance(r.json, dict) and "content" in r.json.get("data", r.json)]
+        assert len(sent) >= 4
+        for request in sent:
+            body = request.json.get("data", request.json)
+            assert body.get("allowed_mentions") == {"parse": []}, (request.method, request.path, body)
+
+    run(config, scenario)
+
+
+def test_a_hundred_concurrent_requests_are_all_answered(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    shipped = (WEIGHTS / "alice" / "model.keras").is_file() and (WEIGHTS / "seuss" / "model.keras").is_file()
+    alice, seuss = (WEIGHTS / "alice", WEIGHTS / "seuss") if shipped else (tiny_model, tiny_model)
+    config = write_config(tmp_path, alice, seuss, limits={"cooldown_uses": 1, "cooldown_seconds": 60,
+                                                          "queue_size": 128})
+    world = default_world()
+    world.users = [UserSpec(940000000000000000 + i, f"user{i}") for i in range(100)]
+    handles = []
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        async def one(i: int):
+            return await double.send_command(["alice", "seuss"][i % 2], {"text": f"Hello number {i}"},
+                                             user=f"user{i}")
+
+        handles.extend(await asyncio.gather(*(one(i) for i in range(100))))
+        await asyncio.gather(*(h.wait_final(timeout=90, settle=0.5) for h in handles))
+
+    run(config, scenario, world=world)
+    assert all(h.ack_type == 5 and h.ack_latency < 3.0 for h in handles)
+    assert all(not h.ephemeral and h.original.content.count("\n-# ") == 1 for h in handles)
+    assert any(len(h.contents) > 1 for h in handles), "no reply was shown growing"
+    rows = history_rows(config)
+    assert len(rows) == 100 and {r["outcome"] for r in rows} == {"ok"}
+    assert all(len(r["output"]) == 400 for r in rows)
+
+    def pct(values: list[float], q: int) -> float:
+        return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+    acks = [h.ack_latency for h in handles]
+    finals = [h.final_latency for h in handles]
+    report = (f"100 concurrent /alice|/seuss ({'shipped' if shipped else 'tiny'} models, 400 chars each): "
+              f"ack p50 {pct(acks, 50) * 1000:.0f} ms, p99 {pct(acks, 99) * 1000:.0f} ms; "
+              f"final reply p50 {pct(finals, 50):.2f} s, p99 {pct(finals, 99):.2f} s")
+    (tmp_path / "latency.txt").write_text(report + "\n", "utf-8")
+    with capsys.disabled():
+        print("\n" + report)
+
+
+def test_cooldown_answers_privately(tmp_path: Path, tiny_model: Path) -> None:
+    config = write_config(tmp_path, tiny_model, tiny_model, limits={"cooldown_uses": 2, "cooldown_seconds": 60})
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        for _ in range(2):
+            reply = await (await double.send_command("alice", {"length": 10}, user="bob")).wait_final()
+            assert not reply.ephemeral
+        handle = await double.send_command("seuss", {"length": 10}, user="bob")
+        reply = await handle.wait_final()
+        assert handle.ack_type == 4 and reply.ephemeral
+        assert reply.content.startswith("Slow down a little: try again in")
+        other = await (await double.send_command("seuss", {"length": 10}, user="alice")).wait_final()
+        assert not other.ephemeral
+
+    run(config, scenario)
+    assert len(history_rows(config)) == 3  # refused requests never reach the models
+
+
+def test_a_busy_engine_answers_privately_and_is_recorded(tmp_path: Path, tiny_model: Path) -> None:
+    config = write_config(tmp_path, tiny_model, tiny_model, limits={"queue_size": 1}, engine={"max_batch": 1},
+                          generation={"max_length": 1500})
+    world = default_world()
+    world.users = [UserSpec(940000000000000000 + i, f"user{i}") for i in range(8)]
+    handles = []
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        handles.extend(await asyncio.gather(*(double.send_command("alice", {"length": 1500}, user=f"user{i}")
+                                              for i in range(8))))
+        await asyncio.gather(*(h.wait_final(timeout=60) for h in handles))
+
+    run(config, scenario, world=world)
+    busy = [h for h in handles if h.followups and h.followups[0].ephemeral]
+    assert busy, "one running and one queued request fit; the other six cannot all have"
+    for handle in busy:
+        assert handle.followups[0].content == "The models are busy right now; please try again in a minute."
+        assert handle.original.deleted  # no "thinking…" left behind
+    answered = [h for h in handles if h not in busy]
+    assert all("1500 characters" in h.original.content for h in answered)
+    outcomes = [r["outcome"] for r in history_rows(config)]
+    assert sorted(outcomes) == sorted(["busy"] * len(busy) + ["ok"] * len(answered))
+    assert all(r["error"].startswith("the generator is busy") for r in history_rows(config) if r["outcome"] == "busy")
+
+
+def test_over_the_configured_limits_is_a_private_one_liner(tmp_path: Path, tiny_model: Path) -> None:
+    config = write_config(tmp_path, tiny_model, tiny_model, generation={"default_length": 50, "max_length": 100})
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        reply = await (await double.send_command("alice", {"length": 500}, user="bob")).wait_final()
+        assert reply.ephemeral and reply.content == "This server allows at most 100 characters per reply."
+        reply = await (await double.send_command("alice", {"temperature": 1.9}, user="bob")).wait_final()
+        assert reply.ephemeral and reply.content == "This server allows a temperature of at most 1.5."
+
+    run(config, scenario)
+    assert [r["outcome"] for r in history_rows(config)] == ["error", "error"]
+
+
+def test_history_for_a_user_and_for_an_admin(tiny_config: Config) -> None:
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        for user, text in (("bob", "bob's tale"), ("alice", "alice's tale"), ("bob", "bob again")):
+            await (await double.send_command("alice", {"text": text, "length": 10}, user=user)).wait_final()
+
+        mine = await (await double.send_command("history", {}, user="bob")).wait_final()
+        assert mine.ephemeral and mine.content.startswith("Your last 2 requests:")
+        assert "bob again" in mine.content and "bob's tale" in mine.content and "alice's" not in mine.content
+
+        refused = await (await double.send_command("history", {"scope": "server"}, user="bob")).wait_final()
+        assert refused.ephemeral and refused.content.startswith("Only admins")
+
+        server = await (await double.send_command("history", {"scope": "server"}, user="alice")).wait_final()
+        assert server.ephemeral
+        assert server.content.startswith("**3 requests** from 2 users · outcomes: 3 ok · models: 3 alice")
+        assert f"<@{BOB_ID}>" in server.content and f"<@{ALICE_ID}>" in server.content
+
+    run(tiny_config, scenario)
+
+
+def test_an_admin_listed_in_the_config_sees_the_server(tmp_path: Path, tiny_model: Path) -> None:
+    config = write_config(tmp_path, tiny_model, tiny_model, admin={"user_ids": [BOB_ID]})
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        server = await (await double.send_command("history", {"scope": "server"}, user="bob")).wait_final()
+        assert server.content.startswith("**0 requests** from 0 users")
+
+    run(config, scenario)
+
+
+def test_forget_asks_then_deletes_only_that_user(tiny_config: Config) -> None:
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        for user in ("bob", "bob", "alice"):
+            await (await double.send_command("seuss", {"length": 10}, user=user)).wait_final()
+
+        ask = await (await double.send_command("forget", {}, user="bob")).wait_final()
+        assert ask.ephemeral and "Delete all 2 of your stored requests" in ask.content
+        kept = await (await double.click(ask, "forget:cancel", user="bob")).wait_final()
+        assert kept.content == "Nothing was deleted." and not kept.components
+
+        ask = await (await double.send_command("forget", {}, user="bob")).wait_final()
+        done = await (await double.click(ask, "forget:confirm", user="bob")).wait_final()
+        assert done.content == "Done: 2 requests deleted."
+
+        again = await (await double.send_command("forget", {}, user="bob")).wait_final()
+        assert again.content == "You have no requests on record."
+
+    run(tiny_config, scenario)
+    assert [r["user_id"] for r in history_rows(tiny_config)] == [ALICE_ID]
+
+
+def test_a_429_on_the_reply_and_a_gateway_reconnect_are_survived(tiny_config: Config) -> None:
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        double.rate_limit(REPLY_EDIT, count=2, retry_after=0.3)
+        reply = await (await double.send_command("alice", {"text": "Alice", "length": 20}, user="bob")).wait_final()
+        assert reply.content.startswith("**alice**") and "20 characters" in reply.content
+        assert [r.status for r in double.calls(REPLY_EDIT)][:3] == [429, 429, 200]
+
+        resume = await double.force_reconnect("op7")
+        assert resume is not None
+        reply = await (await double.send_command("seuss", {"text": "Sam", "length": 20}, user="bob")).wait_final()
+        assert reply.content.startswith("**sam**")
+        resume = await double.force_reconnect("close")
+        reply = await (await double.send_command("seuss", {"length": 20}, user="bob")).wait_final()
+        assert "20 characters" in reply.content
+
+    run(tiny_config, scenario)
+    assert len(history_rows(tiny_config)) == 3
+
+
+def test_a_restart_keeps_the_history(tiny_config: Config) -> None:
+    async def first(double: DiscordDouble, bot: CharLMBot) -> None:
+        await (await double.send_command("alice", {"text": "before the restart", "length": 10}, user="bob")).wait_final()
+
+    async def second(double: DiscordDouble, bot: CharLMBot) -> None:
+        mine = await (await double.send_command("history", {}, user="bob")).wait_final()
+        assert "before the restart" in mine.content
+
+    run(tiny_config, first)
+    run(tiny_config, second)

@@ -1,0 +1,88 @@
+"""`python -m bot` as a subprocess: --check, --health, and the one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bot.health import STALE_AFTER, write_health
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bot(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 120):
+    environ = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN"} | (env or {})
+    environ["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=cwd, env=environ, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def write_config(folder: Path, model: Path) -> Path:
+    path = folder / "config.toml"
+    path.write_text(f'[models]\nalice = "{model}"\nseuss = "{model}"\n[engine]\nbackend = "numpy"\n', "utf-8")
+    return path
+
+
+def test_check_loads_everything_and_generates(tmp_path: Path, tiny_model: Path) -> None:
+    config = write_config(tmp_path, tiny_model)
+    result = run_bot("--check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"config {config}: ok"
+    assert lines[1].startswith(f"history {tmp_path / 'data' / 'history.sqlite3'}: ok (0 requests stored, journal wal)")
+    assert lines[2].startswith("model alice ") and lines[3].startswith("model seuss ")
+    assert "'once upon a time' -> '" in lines[2]
+    assert lines[-1].startswith("all checks passed in ")
+    assert (tmp_path / "data" / "history.sqlite3").is_file()
+
+
+def test_check_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "nowhere")
+    result = run_bot("--check", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr == f"error: model folder not found: {tmp_path / 'nowhere'}\n"
+
+
+def test_a_bad_config_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[generation]\nmax_length = "abc"\n', "utf-8")
+    result = run_bot("--check", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr == ('error: config.toml: [generation] max_length must be an integer between 1 and 1500, '
+                             'got "abc"\n')
+
+
+def test_running_without_a_token_says_how_to_get_one(tmp_path: Path) -> None:
+    result = run_bot("--config", str(ROOT / "config.toml"))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: DISCORD_TOKEN is not set")
+    assert "Bot -> Reset Token" in result.stderr and "export DISCORD_TOKEN=" in result.stderr
+
+
+def test_health_follows_the_health_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("", "utf-8")
+    health = tmp_path / "data" / "health.json"
+
+    missing = run_bot("--health", "--config", str(config), cwd=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.startswith("no health file at")
+
+    write_health(health, connected=True, engine_alive=True)
+    fresh = run_bot("--health", "--config", str(config), cwd=tmp_path)
+    assert (fresh.returncode, fresh.stdout) == (0, "healthy\n")
+
+    write_health(health, connected=True, engine_alive=True, now=time.time() - STALE_AFTER - 5)
+    stale = run_bot("--health", "--config", str(config), cwd=tmp_path)
+    assert stale.returncode == 1 and "the bot is stuck or stopped" in stale.stderr
+
+    write_health(health, connected=False, engine_alive=True)
+    offline = run_bot("--health", "--config", str(config), cwd=tmp_path)
+    assert (offline.returncode, offline.stderr) == (1, "the bot is not connected to Discord\n")
+
+    write_health(health, connected=True, engine_alive=False)
+    dead = run_bot("--health", "--config", str(config), cwd=tmp_path)
+    assert (dead.returncode, dead.stderr) == (1, "the generation engine is not running\n")
