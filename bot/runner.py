@@ -43,11 +43,12 @@ class CharLMBot(commands.Bot):
         else:
             synced = await self.tree.sync()
             log.info("synced %d commands globally (new commands can take a while to appear)", len(synced))
-        self.refresh_health.start()
 
     async def on_ready(self) -> None:
         log.info("logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?",
                  len(self.guilds))
+        if not self.refresh_health.is_running():
+            self.refresh_health.start()
 
     @tasks.loop(seconds=INTERVAL)
     async def refresh_health(self) -> None:

@@ -7,6 +7,7 @@ interactions as Discord would, and checks what the bot sent back and what it sto
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import statistics
 from collections.abc import Awaitable, Callable
@@ -311,6 +312,18 @@ def test_forget_asks_then_deletes_only_that_user(tiny_config: Config) -> None:
 
     run(tiny_config, scenario)
     assert [r["user_id"] for r in history_rows(tiny_config)] == [ALICE_ID]
+
+
+def test_a_failed_history_write_loses_no_reply_and_is_logged(tiny_config: Config, caplog) -> None:
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        await bot.charlm.history.db.execute("DROP TABLE requests")
+        reply = await (await double.send_command("alice", {"text": "Alice", "length": 20}, user="bob")).wait_final()
+        assert not reply.ephemeral and reply.content.startswith("**alice**")
+
+    with caplog.at_level(logging.ERROR, logger="bot.context"):
+        run(tiny_config, scenario)
+    assert [r.getMessage() for r in caplog.records if r.name == "bot.context"] == [
+        "history write failed for /alice by user 930000000000000002 (outcome ok)"]
 
 
 def test_a_429_on_the_reply_and_a_gateway_reconnect_are_survived(tiny_config: Config) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bot.health import STALE_AFTER, write_health
+from bot.health import STALE_AFTER, check_health, write_health
+from tests.discord_double import running_double
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,3 +90,50 @@ def test_health_follows_the_health_file(tmp_path: Path) -> None:
     write_health(health, connected=True, engine_alive=False)
     dead = run_bot("--health", "--config", str(config), cwd=tmp_path)
     assert (dead.returncode, dead.stderr) == (1, "the generation engine is not running\n")
+
+
+def test_the_standalone_bot_runs_against_the_configured_discord_and_stops_on_sigterm(
+        tmp_path: Path, tiny_model: Path) -> None:
+    """`python -m bot` with [discord] api_base/gateway_url pointed at the double; SIGTERM
+    while a reply is being written: the reply still completes, the process exits 0."""
+
+    async def main() -> None:
+        async with running_double() as double:
+            config = write_config(tmp_path, tiny_model)
+            with config.open("a", encoding="utf-8") as f:
+                f.write(f'[discord]\napi_base = "{double.rest_base}"\ngateway_url = "{double.gateway_url}"\n'
+                        '[generation]\nmax_length = 1500\n')
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "--config", str(config), cwd=tmp_path,
+                env=os.environ | {"DISCORD_TOKEN": "secret-test-token", "PYTHONPATH": str(ROOT)},
+                stderr=asyncio.subprocess.PIPE)
+            try:
+                await double.wait_commands(["alice", "seuss", "history", "forget"], timeout=90)
+                await double.wait_ready(timeout=30)
+                health = tmp_path / "data" / "health.json"
+                for _ in range(100):
+                    if check_health(health) is None:
+                        break
+                    await asyncio.sleep(0.1)
+                assert check_health(health) is None
+                handle = await double.send_command("alice", {"text": "Alice", "length": 1500}, user="bob")
+                await handle.acknowledged()
+                process.send_signal(signal.SIGTERM)
+                _, stderr = await asyncio.wait_for(process.communicate(), 60)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            log = stderr.decode()
+            assert process.returncode == 0, log
+            assert "SIGTERM received: shutting down" in log
+            assert "secret-test-token" not in log
+            assert " ERROR " not in log and "Traceback" not in log, log
+            assert "1500 characters" in handle.original.content
+            double.assert_no_violations()
+
+    asyncio.run(main())
+    database = tmp_path / "data" / "history.sqlite3"
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT outcome, length(output) FROM requests").fetchall() == [("ok", 1500)]
+    db.close()
