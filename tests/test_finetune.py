@@ -20,6 +20,7 @@ import pytest
 
 from bot import runner
 from bot.config import Config, load_config
+from bot.finetune import cog
 from bot.finetune.store import SCHEMA_VERSION
 from bot.runner import CharLMBot
 from tests.discord_double import DiscordDouble, LogGuard, InteractionHandle, running_bot, running_double
@@ -237,16 +238,25 @@ def test_second_job_gets_the_status_alice_keeps_answering_and_cancel_stops_it(tm
     assert tree(config.bot.data_dir / "models") == []
 
 
-def test_a_killed_training_process_fails_the_job_and_leaves_nothing(tmp_path: Path, tiny_model: Path) -> None:
+def test_a_killed_training_process_fails_the_job_and_leaves_nothing(tmp_path: Path, tiny_model: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     config = write_config(tmp_path, tiny_model, max_epochs=50, max_upload_mb=1.0)
+    monkeypatch.setattr(cog, "TOKEN_LIFETIME", 0)  # as if the job outlived the reply's 15 minutes
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         job = await start_job(double, rhymes(200_000), epochs=50)
-        await job.wait_until(has("step "), timeout=60)
+        sent = "POST /channels/{channel_id}/messages"
+        await double.notifier.wait_for(lambda: any(c.status == 200 for c in double.calls(sent)), 60)
+        [message] = [m for m in double.rest.messages.values() if m.kind == "channel"]
+        assert message.content.startswith("**Fine-tune #1: alice v0 → alice v1")  # moved to the channel
+        await job.wait_until(has("**Fine-tune #1** continues in https://discord.com/channels/"), 10)
+        await double.notifier.wait_for(lambda: "step " in message.content, 60)
         os.kill(training_pid(bot), signal.SIGKILL)
-        await job.wait_final(has("failed"), timeout=20)
+        await double.notifier.wait_for(lambda: "failed" in message.content, 20)
         assert "❌ failed: the training process was killed by SIGKILL (out of memory, or killed from outside)" \
-            in job.original.content
+            in message.content
+        assert len(double.calls(sent)) == 1  # one message, edited from then on
+        monkeypatch.setattr(cog, "TOKEN_LIFETIME", 14 * 60)
         answer = await double.send_command("alice", {"text": "the queen"}, user="bob")
         await answer.wait_final(timeout=30)
         assert bot.charlm.engine.models()["alice"].path == str(tiny_model)  # served model untouched

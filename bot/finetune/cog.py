@@ -58,6 +58,11 @@ class JobMessage:
         elif self.message is None:
             channel = self.interaction.client.get_partial_messageable(self.interaction.channel_id)
             self.message = await channel.send(content, files=files, allowed_mentions=NO_MENTIONS)
+            try:  # the reply can still be edited for a minute: point it at the new message
+                await self.interaction.edit_original_response(
+                    content=f"**Fine-tune #{job.id}** continues in {self.message.jump_url}", attachments=[])
+            except discord.HTTPException:
+                pass
         else:
             self.message = await self.message.edit(content=content, attachments=files,
                                                    allowed_mentions=NO_MENTIONS)

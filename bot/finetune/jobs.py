@@ -39,6 +39,12 @@ class Busy(CharLMError):
     """A job is already being prepared or trained."""
 
 
+async def stop(task: asyncio.Task) -> None:
+    """Cancel a helper task and wait until it has stopped."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 class JobRunner:
     """Holds the one job slot; runs a job from its accepted upload to its final message."""
 
@@ -104,17 +110,14 @@ class JobRunner:
         plot = None
         try:
             finished = await process.run(on_progress)
-            updates.cancel()
+            await stop(updates)  # no progress edit may land after the final one
             plot = await self._finish(job, finished, out)
-        except asyncio.CancelledError:  # the bot is stopping: shutdown() marks the job
-            updates.cancel()
-            raise
         except Exception as exc:
-            updates.cancel()
             log.exception("fine-tune job %s could not be finished", job.id)
             job.state, job.error = "failed", f"{exc.__class__.__name__}: {exc}"
             self.registry.discard(out)
-        finally:
+        finally:  # also when the bot stops (CancelledError): shutdown() then marks the job
+            await stop(updates)
             shutil.rmtree(upload.parent, ignore_errors=True)
         job.finished_at, job.pid = time.time(), None
         await self.store.update(job, "state", "progress", "heldout_bpc", "base_heldout_bpc", "served", "error",
