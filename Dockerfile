@@ -46,9 +46,15 @@ COPY charlm/ charlm/
 COPY bot/ bot/
 COPY config.toml ./
 
-# The one volume: history DB, fine-tuned models, health file.  Created here
-# owned by the bot user so a fresh named volume inherits that ownership.
-RUN mkdir -p /app/data && chown bot:bot /app/data
+# Make the shipped files readable by the bot user even when the build context
+# had private permissions (charlm saves model folders via mkdtemp, mode 0700);
+# only paths that need it are touched, so nothing is copied into a new layer twice.
+# Then the one volume: history DB, fine-tuned models, health file.  Created
+# here owned by the bot user so a fresh named volume inherits that ownership.
+RUN find /app/weights /app/charlm /app/bot /app/config.toml \
+        \( -type d ! -perm -o=rx -o -type f ! -perm -o=r \) -exec chmod a+rX {} + \
+    && mkdir -p /app/data \
+    && chown bot:bot /app/data
 VOLUME ["/app/data"]
 
 USER 10001:10001
