@@ -32,6 +32,7 @@ def save_model_folder(model: keras.Model, vocab: Vocabulary, card: dict, folder:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is readable like any file we write
     try:
         inference_copy(model).save(tmp / MODEL_FILE)
         vocab.save(tmp / VOCAB_FILE)
