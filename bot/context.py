@@ -113,16 +113,17 @@ class BotContext:
         return version, self._vocabs[key]
 
     async def engine_alive(self) -> bool:
-        """Whether the engine thread still answers: a one-character request goes through it."""
+        """Whether the engine thread runs and still answers: a one-character request
+        goes through it, so a thread that is alive but stuck counts as dead."""
         names = list(self.engine.models())
-        if not names:
+        if not self.engine.running or not names:
             return False
+        timeout = self.config.limits.request_timeout
         try:
-            await self.engine.generate(names[0], "", Sampling(temperature=0, length=1),
-                                       timeout=self.config.limits.request_timeout)
+            await asyncio.wait_for(self.engine.generate(names[0], "", Sampling(temperature=0, length=1)), timeout)
         except EngineBusy:
             return True  # the queue is full, so the thread is working
-        except CharLMError:
+        except (CharLMError, asyncio.TimeoutError):
             return False
         return True
 

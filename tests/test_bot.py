@@ -18,12 +18,13 @@ import pytest
 from bot.config import Config, load_config
 from bot.runner import CharLMBot
 from charlm.vocab import Vocabulary
-from tests.discord_double import DiscordDouble, LogGuard, UserSpec, default_world, running_bot, running_double
+from tests.discord_double import DiscordDouble, InteractionHandle, LogGuard, UserSpec, default_world, running_bot, running_double
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 GUILD = 910000000000000001
 ALICE_ID, BOB_ID = 930000000000000001, 930000000000000002  # alice has Manage Server, bob does not
 REPLY_EDIT = "PATCH /webhooks/{app}/{token}/messages/@original"
+LOAD_LENGTH = 200  # per reply in the 100-request test: long enough to stream, short enough for the suite
 Scenario = Callable[[DiscordDouble, CharLMBot], Awaitable[None]]
 
 needs_weights = pytest.mark.skipif(not (WEIGHTS / "alice" / "model.keras").is_file()
@@ -73,6 +74,11 @@ def run(config: Config, scenario: Scenario, **double_options: object) -> None:
     asyncio.run(main())
 
 
+def finished(handle: InteractionHandle) -> bool:
+    """The user sees a final answer: not "thinking…", and no reply still being written."""
+    return handle.responded() and not any("is writing…" in m.content for m in handle.messages)
+
+
 def history_rows(config: Config) -> list[sqlite3.Row]:
     with sqlite3.connect(config.history.database) as db:
         db.row_factory = sqlite3.Row
@@ -105,7 +111,7 @@ def test_alice_and_seuss_continue_with_the_shipped_models(tmp_path: Path) -> Non
         for name, prompt in prompts.items():
             handle = await double.send_command(name, {"text": prompt, "temperature": 0}, user="bob")
             assert await handle.acknowledged() == 5  # deferred at once, answered by edits
-            reply = await handle.wait_final(timeout=60)
+            reply = await handle.wait_final(finished, timeout=60)
             assert not reply.ephemeral and len(reply.content) <= 2000
             body, footer = reply.content.rsplit("\n-# ", 1)
             assert body.startswith(f"**{prompt.lower()}**")
@@ -128,18 +134,18 @@ def test_the_prompt_window_is_what_the_model_reads(tiny_config: Config, tiny_mod
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         handle = await double.send_command("alice", {"text": long_text, "length": 30}, user="bob")
-        reply = await handle.wait_final()
+        reply = await handle.wait_final(finished)
         assert reply.content.lstrip().startswith(f"**{expected.prompt_text.strip()}**")
         assert "only your last 100 characters were read" in reply.content
         dropped = sum(expected.dropped.values())
         assert f"{dropped} characters the model does not know left out" in reply.content
 
         handle = await double.send_command("seuss", {"length": 30}, user="bob")
-        reply = await handle.wait_final()
+        reply = await handle.wait_final(finished)
         assert "no text given, so the model started from a blank page" in reply.content
 
         handle = await double.send_command("seuss", {"text": "✨🎉", "length": 30}, user="bob")
-        reply = await handle.wait_final()
+        reply = await handle.wait_final(finished)
         assert "none of your characters are known to this model" in reply.content
 
     run(tiny_config, scenario)
@@ -155,16 +161,48 @@ def test_mentions_never_ping(tmp_path: Path, tiny_model: Path) -> None:
     text = "@everyone @here <@930000000000000001> <@&910000000000000001> *bold* `code`"
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        await (await double.send_command("alice", {"text": text, "length": 20}, user="bob")).wait_final()
-        await (await double.send_command("alice", {"text": text}, user="bob")).wait_final()  # cooldown
-        await (await double.send_command("history", {}, user="bob")).wait_final()
-        listing = await (await double.send_command("history", {"scope": "server"}, user="alice")).wait_final()
+        await (await double.send_command("alice", {"text": text, "length": 20}, user="bob")).wait_final(finished)
+        await (await double.send_command("alice", {"text": text}, user="bob")).wait_final(finished)  # cooldown
+        await (await double.send_command("history", {}, user="bob")).wait_final(finished)
+        listing = await (await double.send_command("history", {"scope": "server"}, user="alice")).wait_final(finished)
         assert "@everyone" in listing.content and "<@930000000000000002>" in listing.content
         sent = [r for r in double.requests if isinstance(r.json, dict) and "content" in r.json.get("data", r.json)]
         assert len(sent) >= 4
         for request in sent:
             body = request.json.get("data", request.json)
             assert body.get("allowed_mentions") == {"parse": []}, (request.method, request.path, body)
+
+    run(config, scenario)
+
+
+@pytest.fixture(scope="module")
+def full_size_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """The shipped architecture (2x512) with untrained weights: as slow per character as
+    the real models, so a long reply takes a few seconds to write."""
+    from charlm.model import build_model, preset
+    from charlm.storage import save_model_folder
+
+    vocab = Vocabulary.load(tiny_model / "vocab.json")
+    folder = tmp_path_factory.mktemp("full") / "full"
+    save_model_folder(build_model(len(vocab), preset("default")), vocab, {"name": "full"}, folder)
+    return folder
+
+
+def test_the_reply_grows_while_it_is_written(tmp_path: Path, full_size_model: Path, tiny_model: Path) -> None:
+    config = write_config(tmp_path, full_size_model, tiny_model, generation={
+        "edit_interval": 0.2})
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        handle = await double.send_command("alice", {"text": "Alice", "length": 300}, user="bob")
+        await handle.wait_final(finished, timeout=60)
+        *progress, final = handle.contents
+        assert len(progress) >= 2, handle.contents
+        shown = [len(c.split("\n-# ")[0]) for c in progress]
+        assert shown == sorted(shown) and shown[0] < shown[-1]
+        assert all(c.split("\n-# ")[0].endswith(" ▌") and "alice v1 is writing… " in c for c in progress)
+        assert final.endswith("300 characters") and "▌" not in final
+        edits = [r.at for r in double.calls(REPLY_EDIT)][:-1]  # the final edit is not throttled
+        assert min(b - a for a, b in zip(edits, edits[1:])) >= 0.19  # never faster than edit_interval
 
     run(config, scenario)
 
@@ -180,26 +218,25 @@ def test_a_hundred_concurrent_requests_are_all_answered(tmp_path: Path, tiny_mod
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         async def one(i: int):
-            return await double.send_command(["alice", "seuss"][i % 2], {"text": f"Hello number {i}"},
-                                             user=f"user{i}")
+            return await double.send_command(["alice", "seuss"][i % 2],
+                                             {"text": f"Hello number {i}", "length": LOAD_LENGTH}, user=f"user{i}")
 
         handles.extend(await asyncio.gather(*(one(i) for i in range(100))))
-        await asyncio.gather(*(h.wait_final(timeout=90, settle=0.5) for h in handles))
+        await asyncio.gather(*(h.wait_final(finished, timeout=90, settle=0.5) for h in handles))
 
     run(config, scenario, world=world)
     assert all(h.ack_type == 5 and h.ack_latency < 3.0 for h in handles)
     assert all(not h.ephemeral and h.original.content.count("\n-# ") == 1 for h in handles)
-    assert any(len(h.contents) > 1 for h in handles), "no reply was shown growing"
     rows = history_rows(config)
     assert len(rows) == 100 and {r["outcome"] for r in rows} == {"ok"}
-    assert all(len(r["output"]) == 400 for r in rows)
+    assert all(len(r["output"]) == LOAD_LENGTH for r in rows)
 
     def pct(values: list[float], q: int) -> float:
         return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
     acks = [h.ack_latency for h in handles]
     finals = [h.final_latency for h in handles]
-    report = (f"100 concurrent /alice|/seuss ({'shipped' if shipped else 'tiny'} models, 400 chars each): "
+    report = (f"100 concurrent /alice|/seuss ({'shipped' if shipped else 'tiny'} models, {LOAD_LENGTH} characters each): "
               f"ack p50 {pct(acks, 50) * 1000:.0f} ms, p99 {pct(acks, 99) * 1000:.0f} ms; "
               f"final reply p50 {pct(finals, 50):.2f} s, p99 {pct(finals, 99):.2f} s")
     (tmp_path / "latency.txt").write_text(report + "\n", "utf-8")
@@ -212,13 +249,13 @@ def test_cooldown_answers_privately(tmp_path: Path, tiny_model: Path) -> None:
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         for _ in range(2):
-            reply = await (await double.send_command("alice", {"length": 10}, user="bob")).wait_final()
+            reply = await (await double.send_command("alice", {"length": 10}, user="bob")).wait_final(finished)
             assert not reply.ephemeral
         handle = await double.send_command("seuss", {"length": 10}, user="bob")
-        reply = await handle.wait_final()
+        reply = await handle.wait_final(finished)
         assert handle.ack_type == 4 and reply.ephemeral
         assert reply.content.startswith("Slow down a little: try again in")
-        other = await (await double.send_command("seuss", {"length": 10}, user="alice")).wait_final()
+        other = await (await double.send_command("seuss", {"length": 10}, user="alice")).wait_final(finished)
         assert not other.ephemeral
 
     run(config, scenario)
@@ -235,7 +272,7 @@ def test_a_busy_engine_answers_privately_and_is_recorded(tmp_path: Path, tiny_mo
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         handles.extend(await asyncio.gather(*(double.send_command("alice", {"length": 1500}, user=f"user{i}")
                                               for i in range(8))))
-        await asyncio.gather(*(h.wait_final(timeout=60) for h in handles))
+        await asyncio.gather(*(h.wait_final(finished, timeout=60) for h in handles))
 
     run(config, scenario, world=world)
     busy = [h for h in handles if h.followups and h.followups[0].ephemeral]
@@ -254,9 +291,9 @@ def test_over_the_configured_limits_is_a_private_one_liner(tmp_path: Path, tiny_
     config = write_config(tmp_path, tiny_model, tiny_model, generation={"default_length": 50, "max_length": 100})
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        reply = await (await double.send_command("alice", {"length": 500}, user="bob")).wait_final()
+        reply = await (await double.send_command("alice", {"length": 500}, user="bob")).wait_final(finished)
         assert reply.ephemeral and reply.content == "This server allows at most 100 characters per reply."
-        reply = await (await double.send_command("alice", {"temperature": 1.9}, user="bob")).wait_final()
+        reply = await (await double.send_command("alice", {"temperature": 1.9}, user="bob")).wait_final(finished)
         assert reply.ephemeral and reply.content == "This server allows a temperature of at most 1.5."
 
     run(config, scenario)
@@ -266,16 +303,16 @@ def test_over_the_configured_limits_is_a_private_one_liner(tmp_path: Path, tiny_
 def test_history_for_a_user_and_for_an_admin(tiny_config: Config) -> None:
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         for user, text in (("bob", "bob's tale"), ("alice", "alice's tale"), ("bob", "bob again")):
-            await (await double.send_command("alice", {"text": text, "length": 10}, user=user)).wait_final()
+            await (await double.send_command("alice", {"text": text, "length": 10}, user=user)).wait_final(finished)
 
-        mine = await (await double.send_command("history", {}, user="bob")).wait_final()
+        mine = await (await double.send_command("history", {}, user="bob")).wait_final(finished)
         assert mine.ephemeral and mine.content.startswith("Your last 2 requests:")
         assert "bob again" in mine.content and "bob's tale" in mine.content and "alice's" not in mine.content
 
-        refused = await (await double.send_command("history", {"scope": "server"}, user="bob")).wait_final()
+        refused = await (await double.send_command("history", {"scope": "server"}, user="bob")).wait_final(finished)
         assert refused.ephemeral and refused.content.startswith("Only admins")
 
-        server = await (await double.send_command("history", {"scope": "server"}, user="alice")).wait_final()
+        server = await (await double.send_command("history", {"scope": "server"}, user="alice")).wait_final(finished)
         assert server.ephemeral
         assert server.content.startswith("**3 requests** from 2 users · outcomes: 3 ok · models: 3 alice")
         assert f"<@{BOB_ID}>" in server.content and f"<@{ALICE_ID}>" in server.content
@@ -287,7 +324,7 @@ def test_an_admin_listed_in_the_config_sees_the_server(tmp_path: Path, tiny_mode
     config = write_config(tmp_path, tiny_model, tiny_model, admin={"user_ids": [BOB_ID]})
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        server = await (await double.send_command("history", {"scope": "server"}, user="bob")).wait_final()
+        server = await (await double.send_command("history", {"scope": "server"}, user="bob")).wait_final(finished)
         assert server.content.startswith("**0 requests** from 0 users")
 
     run(config, scenario)
@@ -296,18 +333,18 @@ def test_an_admin_listed_in_the_config_sees_the_server(tmp_path: Path, tiny_mode
 def test_forget_asks_then_deletes_only_that_user(tiny_config: Config) -> None:
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         for user in ("bob", "bob", "alice"):
-            await (await double.send_command("seuss", {"length": 10}, user=user)).wait_final()
+            await (await double.send_command("seuss", {"length": 10}, user=user)).wait_final(finished)
 
-        ask = await (await double.send_command("forget", {}, user="bob")).wait_final()
+        ask = await (await double.send_command("forget", {}, user="bob")).wait_final(finished)
         assert ask.ephemeral and "Delete all 2 of your stored requests" in ask.content
-        kept = await (await double.click(ask, "forget:cancel", user="bob")).wait_final()
+        kept = await (await double.click(ask, "forget:cancel", user="bob")).wait_final(finished)
         assert kept.content == "Nothing was deleted." and not kept.components
 
-        ask = await (await double.send_command("forget", {}, user="bob")).wait_final()
-        done = await (await double.click(ask, "forget:confirm", user="bob")).wait_final()
+        ask = await (await double.send_command("forget", {}, user="bob")).wait_final(finished)
+        done = await (await double.click(ask, "forget:confirm", user="bob")).wait_final(finished)
         assert done.content == "Done: 2 requests deleted."
 
-        again = await (await double.send_command("forget", {}, user="bob")).wait_final()
+        again = await (await double.send_command("forget", {}, user="bob")).wait_final(finished)
         assert again.content == "You have no requests on record."
 
     run(tiny_config, scenario)
@@ -317,7 +354,7 @@ def test_forget_asks_then_deletes_only_that_user(tiny_config: Config) -> None:
 def test_a_failed_history_write_loses_no_reply_and_is_logged(tiny_config: Config, caplog) -> None:
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         await bot.charlm.history.db.execute("DROP TABLE requests")
-        reply = await (await double.send_command("alice", {"text": "Alice", "length": 20}, user="bob")).wait_final()
+        reply = await (await double.send_command("alice", {"text": "Alice", "length": 20}, user="bob")).wait_final(finished)
         assert not reply.ephemeral and reply.content.startswith("**alice**")
 
     with caplog.at_level(logging.ERROR, logger="bot.context"):
@@ -329,16 +366,16 @@ def test_a_failed_history_write_loses_no_reply_and_is_logged(tiny_config: Config
 def test_a_429_on_the_reply_and_a_gateway_reconnect_are_survived(tiny_config: Config) -> None:
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         double.rate_limit(REPLY_EDIT, count=2, retry_after=0.3)
-        reply = await (await double.send_command("alice", {"text": "Alice", "length": 20}, user="bob")).wait_final()
+        reply = await (await double.send_command("alice", {"text": "Alice", "length": 20}, user="bob")).wait_final(finished)
         assert reply.content.startswith("**alice**") and "20 characters" in reply.content
         assert [r.status for r in double.calls(REPLY_EDIT)][:3] == [429, 429, 200]
 
         resume = await double.force_reconnect("op7")
         assert resume is not None
-        reply = await (await double.send_command("seuss", {"text": "Sam", "length": 20}, user="bob")).wait_final()
+        reply = await (await double.send_command("seuss", {"text": "Sam", "length": 20}, user="bob")).wait_final(finished)
         assert reply.content.startswith("**sam**")
         resume = await double.force_reconnect("close")
-        reply = await (await double.send_command("seuss", {"length": 20}, user="bob")).wait_final()
+        reply = await (await double.send_command("seuss", {"length": 20}, user="bob")).wait_final(finished)
         assert "20 characters" in reply.content
 
     run(tiny_config, scenario)
@@ -347,10 +384,10 @@ def test_a_429_on_the_reply_and_a_gateway_reconnect_are_survived(tiny_config: Co
 
 def test_a_restart_keeps_the_history(tiny_config: Config) -> None:
     async def first(double: DiscordDouble, bot: CharLMBot) -> None:
-        await (await double.send_command("alice", {"text": "before the restart", "length": 10}, user="bob")).wait_final()
+        await (await double.send_command("alice", {"text": "before the restart", "length": 10}, user="bob")).wait_final(finished)
 
     async def second(double: DiscordDouble, bot: CharLMBot) -> None:
-        mine = await (await double.send_command("history", {}, user="bob")).wait_final()
+        mine = await (await double.send_command("history", {}, user="bob")).wait_final(finished)
         assert "before the restart" in mine.content
 
     run(tiny_config, first)

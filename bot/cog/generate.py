@@ -12,6 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from charlm import WINDOW
+from charlm.engine import EngineBusy, EngineTimeout
 from charlm.errors import CharLMError
 from charlm.sampling import Sampling
 
@@ -27,14 +28,18 @@ Length = app_commands.Range[int, 1, LENGTH_LIMIT]
 Temperature = app_commands.Range[float, 0.0, TEMPERATURE_LIMIT]
 OPTIONS = dict(
     text="Text to continue (the model reads its last 100 characters); empty starts from a blank page",
-    length="Characters to write (default 400)",
-    temperature="0 always picks the likeliest character; higher is more surprising (default 0.8)",
+    length="Characters to write; empty: the server's default (400 unless changed)",
+    temperature="0 always picks the likeliest character, higher is more surprising; empty: the default",
 )
 
-USER_MESSAGES = {
-    "busy": "The models are busy right now; please try again in a minute.",
-    "timeout": "That took too long ({}); please try again, perhaps with a shorter length.",
-}
+
+
+def user_message(error: CharLMError) -> str:
+    if isinstance(error, EngineBusy):
+        return "The models are busy right now; please try again in a minute."
+    if isinstance(error, EngineTimeout):
+        return f"That took too long ({error}); please try again, perhaps with a shorter length."
+    return str(error)
 
 
 def elapsed_ms(since: float) -> int:
@@ -88,11 +93,18 @@ class GenerationCog(commands.Cog):
         self.in_flight: set[asyncio.Task] = set()
 
     async def cog_unload(self) -> None:
-        """Give replies being written a bounded time to finish."""
-        if self.in_flight:
-            grace = self.context.config.limits.shutdown_grace
-            log.info("waiting up to %.0f s for %d replies in flight", grace, len(self.in_flight))
-            await asyncio.wait(set(self.in_flight), timeout=grace)
+        """Give replies being written a bounded time to finish, then stop the rest
+        (their users are told, while the connection to Discord is still open)."""
+        if not self.in_flight:
+            return
+        grace = self.context.config.limits.shutdown_grace
+        log.info("waiting up to %.0f s for %d replies in flight", grace, len(self.in_flight))
+        _, unfinished = await asyncio.wait(set(self.in_flight), timeout=grace)
+        if unfinished:
+            log.warning("stopping %d replies still being written", len(unfinished))
+            for task in unfinished:
+                task.cancel()
+            await asyncio.wait(unfinished, timeout=5)
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         self.cooldowns.check(interaction.user.id)
@@ -126,7 +138,12 @@ class GenerationCog(commands.Cog):
             await self._answer(interaction, record, started)
         except CharLMError as exc:
             record.outcome, record.error = outcome_of(exc), str(exc)
-            await tell(interaction, USER_MESSAGES.get(record.outcome, "{}").format(exc))
+            await tell(interaction, user_message(exc))
+        except asyncio.CancelledError:
+            record.outcome, record.error = "error", "the bot shut down before the reply was finished"
+            await self._tell_quietly(interaction, "The bot is restarting and could not finish this reply; "
+                                                  "please try again in a minute.")
+            raise
         except Exception as exc:
             record.outcome, record.error = "error", f"{exc.__class__.__name__}: {exc}"
             raise  # cog_app_command_error logs it with context and apologises
@@ -160,6 +177,13 @@ class GenerationCog(commands.Cog):
         notes = window_notes(result.window, WINDOW)
         content = final_reply(result.window.prompt_text, result.text, str(result.version), temperature, notes)
         await interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
+
+    @staticmethod
+    async def _tell_quietly(interaction: discord.Interaction, text: str) -> None:
+        try:
+            await tell(interaction, text)
+        except discord.HTTPException as exc:
+            log.warning("could not tell user %s: %s", interaction.user.id, exc)
 
     async def cog_app_command_error(self, interaction: discord.Interaction,
                                     error: app_commands.AppCommandError) -> None:
