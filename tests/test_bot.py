@@ -188,9 +188,11 @@ def full_size_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) 
     return folder
 
 
-def test_the_reply_grows_while_it_is_written(tmp_path: Path, full_size_model: Path, tiny_model: Path) -> None:
-    config = write_config(tmp_path, full_size_model, tiny_model, generation={
-        "edit_interval": 0.2})
+def test_the_reply_grows_while_it_is_written_and_a_shutdown_stops_it(
+        tmp_path: Path, full_size_model: Path, tiny_model: Path) -> None:
+    config = write_config(tmp_path, full_size_model, tiny_model, generation={"edit_interval": 0.2},
+                          limits={"shutdown_grace": 0})
+    cut_short: list[InteractionHandle] = []
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         handle = await double.send_command("alice", {"text": "Alice", "length": 300}, user="bob")
@@ -204,7 +206,16 @@ def test_the_reply_grows_while_it_is_written(tmp_path: Path, full_size_model: Pa
         edits = [r.at for r in double.calls(REPLY_EDIT)][:-1]  # the final edit is not throttled
         assert min(b - a for a, b in zip(edits, edits[1:])) >= 0.19  # never faster than edit_interval
 
+        handle = await double.send_command("alice", {"text": "Alice", "length": 1000}, user="bob")
+        await handle.wait_until(lambda h: len(h.contents) >= 1)
+        cut_short.append(handle)  # leaving the scenario stops the bot, with no grace period
+
     run(config, scenario)
+    (handle,) = cut_short
+    assert handle.original.deleted and handle.followups[0].ephemeral
+    assert handle.followups[0].content.startswith("The bot is restarting and could not finish this reply")
+    last = history_rows(config)[-1]
+    assert (last["outcome"], last["error"]) == ("error", "the bot shut down before the reply was finished")
 
 
 def test_a_hundred_concurrent_requests_are_all_answered(tmp_path: Path, tiny_model: Path, capsys) -> None:
