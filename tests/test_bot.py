@@ -18,7 +18,9 @@ import pytest
 from bot.config import Config, load_config
 from bot.runner import CharLMBot
 from charlm.vocab import Vocabulary
-from tests.discord_double import DiscordDouble, InteractionHandle, LogGuard, UserSpec, default_world, running_bot, running_double
+from tests.discord_double import (
+    DiscordDouble, InteractionHandle, LogGuard, StoredMessage, UserSpec, default_world, running_bot, running_double,
+)
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 GUILD = 910000000000000001
@@ -77,6 +79,11 @@ def run(config: Config, scenario: Scenario, **double_options: object) -> None:
 def finished(handle: InteractionHandle) -> bool:
     """The user sees a final answer: not "thinking…", and no reply still being written."""
     return handle.responded() and not any("is writing…" in m.content for m in handle.messages)
+
+
+async def ask(double: DiscordDouble, command: str, options: dict[str, object], user: str) -> StoredMessage:
+    """Send a command and return the bot's final answer to it."""
+    return await (await double.send_command(command, options, user=user)).wait_final(finished)
 
 
 def history_rows(config: Config) -> list[sqlite3.Row]:
@@ -161,10 +168,10 @@ def test_mentions_never_ping(tmp_path: Path, tiny_model: Path) -> None:
     text = "@everyone @here <@930000000000000001> <@&910000000000000001> *bold* `code`"
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        await (await double.send_command("alice", {"text": text, "length": 20}, user="bob")).wait_final(finished)
-        await (await double.send_command("alice", {"text": text}, user="bob")).wait_final(finished)  # cooldown
-        await (await double.send_command("history", {}, user="bob")).wait_final(finished)
-        listing = await (await double.send_command("history", {"scope": "server"}, user="alice")).wait_final(finished)
+        await ask(double, "alice", {"text": text, "length": 20}, user="bob")
+        await ask(double, "alice", {"text": text}, user="bob")  # cooldown
+        await ask(double, "history", {}, user="bob")
+        listing = await ask(double, "history", {"scope": "server"}, user="alice")
         assert "@everyone" in listing.content and "<@930000000000000002>" in listing.content
         sent = [r for r in double.requests if isinstance(r.json, dict) and "content" in r.json.get("data", r.json)]
         assert len(sent) >= 4
@@ -247,7 +254,8 @@ def test_a_hundred_concurrent_requests_are_all_answered(tmp_path: Path, tiny_mod
 
     acks = [h.ack_latency for h in handles]
     finals = [h.final_latency for h in handles]
-    report = (f"100 concurrent /alice|/seuss ({'shipped' if shipped else 'tiny'} models, {LOAD_LENGTH} characters each): "
+    models = "shipped" if shipped else "tiny"
+    report = (f"100 concurrent /alice|/seuss ({models} models, {LOAD_LENGTH} characters each): "
               f"ack p50 {pct(acks, 50) * 1000:.0f} ms, p99 {pct(acks, 99) * 1000:.0f} ms; "
               f"final reply p50 {pct(finals, 50):.2f} s, p99 {pct(finals, 99):.2f} s")
     (tmp_path / "latency.txt").write_text(report + "\n", "utf-8")
@@ -260,13 +268,13 @@ def test_cooldown_answers_privately(tmp_path: Path, tiny_model: Path) -> None:
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         for _ in range(2):
-            reply = await (await double.send_command("alice", {"length": 10}, user="bob")).wait_final(finished)
+            reply = await ask(double, "alice", {"length": 10}, user="bob")
             assert not reply.ephemeral
         handle = await double.send_command("seuss", {"length": 10}, user="bob")
         reply = await handle.wait_final(finished)
         assert handle.ack_type == 4 and reply.ephemeral
         assert reply.content.startswith("Slow down a little: try again in")
-        other = await (await double.send_command("seuss", {"length": 10}, user="alice")).wait_final(finished)
+        other = await ask(double, "seuss", {"length": 10}, user="alice")
         assert not other.ephemeral
 
     run(config, scenario)
@@ -302,9 +310,9 @@ def test_over_the_configured_limits_is_a_private_one_liner(tmp_path: Path, tiny_
     config = write_config(tmp_path, tiny_model, tiny_model, generation={"default_length": 50, "max_length": 100})
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        reply = await (await double.send_command("alice", {"length": 500}, user="bob")).wait_final(finished)
+        reply = await ask(double, "alice", {"length": 500}, user="bob")
         assert reply.ephemeral and reply.content == "This server allows at most 100 characters per reply."
-        reply = await (await double.send_command("alice", {"temperature": 1.9}, user="bob")).wait_final(finished)
+        reply = await ask(double, "alice", {"temperature": 1.9}, user="bob")
         assert reply.ephemeral and reply.content == "This server allows a temperature of at most 1.5."
 
     run(config, scenario)
@@ -314,16 +322,16 @@ def test_over_the_configured_limits_is_a_private_one_liner(tmp_path: Path, tiny_
 def test_history_for_a_user_and_for_an_admin(tiny_config: Config) -> None:
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         for user, text in (("bob", "bob's tale"), ("alice", "alice's tale"), ("bob", "bob again")):
-            await (await double.send_command("alice", {"text": text, "length": 10}, user=user)).wait_final(finished)
+            await ask(double, "alice", {"text": text, "length": 10}, user=user)
 
-        mine = await (await double.send_command("history", {}, user="bob")).wait_final(finished)
+        mine = await ask(double, "history", {}, user="bob")
         assert mine.ephemeral and mine.content.startswith("Your last 2 requests:")
         assert "bob again" in mine.content and "bob's tale" in mine.content and "alice's" not in mine.content
 
-        refused = await (await double.send_command("history", {"scope": "server"}, user="bob")).wait_final(finished)
+        refused = await ask(double, "history", {"scope": "server"}, user="bob")
         assert refused.ephemeral and refused.content.startswith("Only admins")
 
-        server = await (await double.send_command("history", {"scope": "server"}, user="alice")).wait_final(finished)
+        server = await ask(double, "history", {"scope": "server"}, user="alice")
         assert server.ephemeral
         assert server.content.startswith("**3 requests** from 2 users · outcomes: 3 ok · models: 3 alice")
         assert f"<@{BOB_ID}>" in server.content and f"<@{ALICE_ID}>" in server.content
@@ -335,7 +343,7 @@ def test_an_admin_listed_in_the_config_sees_the_server(tmp_path: Path, tiny_mode
     config = write_config(tmp_path, tiny_model, tiny_model, admin={"user_ids": [BOB_ID]})
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        server = await (await double.send_command("history", {"scope": "server"}, user="bob")).wait_final(finished)
+        server = await ask(double, "history", {"scope": "server"}, user="bob")
         assert server.content.startswith("**0 requests** from 0 users")
 
     run(config, scenario)
@@ -344,18 +352,18 @@ def test_an_admin_listed_in_the_config_sees_the_server(tmp_path: Path, tiny_mode
 def test_forget_asks_then_deletes_only_that_user(tiny_config: Config) -> None:
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         for user in ("bob", "bob", "alice"):
-            await (await double.send_command("seuss", {"length": 10}, user=user)).wait_final(finished)
+            await ask(double, "seuss", {"length": 10}, user=user)
 
-        ask = await (await double.send_command("forget", {}, user="bob")).wait_final(finished)
-        assert ask.ephemeral and "Delete all 2 of your stored requests" in ask.content
-        kept = await (await double.click(ask, "forget:cancel", user="bob")).wait_final(finished)
+        question = await ask(double, "forget", {}, user="bob")
+        assert question.ephemeral and "Delete all 2 of your stored requests" in question.content
+        kept = await (await double.click(question, "forget:cancel", user="bob")).wait_final(finished)
         assert kept.content == "Nothing was deleted." and not kept.components
 
-        ask = await (await double.send_command("forget", {}, user="bob")).wait_final(finished)
-        done = await (await double.click(ask, "forget:confirm", user="bob")).wait_final(finished)
+        question = await ask(double, "forget", {}, user="bob")
+        done = await (await double.click(question, "forget:confirm", user="bob")).wait_final(finished)
         assert done.content == "Done: 2 requests deleted."
 
-        again = await (await double.send_command("forget", {}, user="bob")).wait_final(finished)
+        again = await ask(double, "forget", {}, user="bob")
         assert again.content == "You have no requests on record."
 
     run(tiny_config, scenario)
@@ -365,7 +373,7 @@ def test_forget_asks_then_deletes_only_that_user(tiny_config: Config) -> None:
 def test_a_failed_history_write_loses_no_reply_and_is_logged(tiny_config: Config, caplog) -> None:
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         await bot.charlm.history.db.execute("DROP TABLE requests")
-        reply = await (await double.send_command("alice", {"text": "Alice", "length": 20}, user="bob")).wait_final(finished)
+        reply = await ask(double, "alice", {"text": "Alice", "length": 20}, user="bob")
         assert not reply.ephemeral and reply.content.startswith("**alice**")
 
     with caplog.at_level(logging.ERROR, logger="bot.context"):
@@ -377,16 +385,16 @@ def test_a_failed_history_write_loses_no_reply_and_is_logged(tiny_config: Config
 def test_a_429_on_the_reply_and_a_gateway_reconnect_are_survived(tiny_config: Config) -> None:
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         double.rate_limit(REPLY_EDIT, count=2, retry_after=0.3)
-        reply = await (await double.send_command("alice", {"text": "Alice", "length": 20}, user="bob")).wait_final(finished)
+        reply = await ask(double, "alice", {"text": "Alice", "length": 20}, user="bob")
         assert reply.content.startswith("**alice**") and "20 characters" in reply.content
         assert [r.status for r in double.calls(REPLY_EDIT)][:3] == [429, 429, 200]
 
         resume = await double.force_reconnect("op7")
         assert resume is not None
-        reply = await (await double.send_command("seuss", {"text": "Sam", "length": 20}, user="bob")).wait_final(finished)
+        reply = await ask(double, "seuss", {"text": "Sam", "length": 20}, user="bob")
         assert reply.content.startswith("**sam**")
         resume = await double.force_reconnect("close")
-        reply = await (await double.send_command("seuss", {"length": 20}, user="bob")).wait_final(finished)
+        reply = await ask(double, "seuss", {"length": 20}, user="bob")
         assert "20 characters" in reply.content
 
     run(tiny_config, scenario)
@@ -395,10 +403,10 @@ def test_a_429_on_the_reply_and_a_gateway_reconnect_are_survived(tiny_config: Co
 
 def test_a_restart_keeps_the_history(tiny_config: Config) -> None:
     async def first(double: DiscordDouble, bot: CharLMBot) -> None:
-        await (await double.send_command("alice", {"text": "before the restart", "length": 10}, user="bob")).wait_final(finished)
+        await ask(double, "alice", {"text": "before the restart", "length": 10}, user="bob")
 
     async def second(double: DiscordDouble, bot: CharLMBot) -> None:
-        mine = await (await double.send_command("history", {}, user="bob")).wait_final(finished)
+        mine = await ask(double, "history", {}, user="bob")
         assert "before the restart" in mine.content
 
     run(tiny_config, first)

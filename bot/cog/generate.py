@@ -160,11 +160,12 @@ class GenerationCog(commands.Cog):
         if temperature > g.max_temperature:
             raise CharLMError(f"This server allows a temperature of at most {g.max_temperature:g}.")
         version, vocab = self.context.current(record.model)
-        prompt = vocab.window(record.prompt, WINDOW).prompt_text
+        window = vocab.window(record.prompt, WINDOW)
+        record.window, record.model_version = window.text, f"v{version.number}"
 
         await interaction.response.defer(thinking=True)
         record.ack_ms = elapsed_ms(started)
-        live = LiveReply(interaction, lambda text: progress_reply(prompt, text, str(version), length),
+        live = LiveReply(interaction, lambda text: progress_reply(window.prompt_text, text, str(version), length),
                          g.edit_interval)
         try:
             result = await self.context.engine.generate(
@@ -172,7 +173,7 @@ class GenerationCog(commands.Cog):
                 timeout=self.context.config.limits.request_timeout, on_text=live.update)
         finally:
             await live.stop()
-        record.window, record.output = result.window.text, result.text
+        record.window, record.output = result.window.text, result.text  # as the engine saw them
         record.model_version = f"v{result.version.number}"
         notes = window_notes(result.window, WINDOW)
         content = final_reply(result.window.prompt_text, result.text, str(result.version), temperature, notes)
