@@ -13,7 +13,9 @@ import statistics
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import discord
 import pytest
+from discord.ext import commands
 
 from bot.config import Config, load_config
 from bot.runner import CharLMBot
@@ -107,6 +109,31 @@ def test_commands_are_synced_with_discord_side_limits(tiny_config: Config) -> No
             {"name": "me", "value": "me"}, {"name": "server", "value": "server"}]
 
     run(tiny_config, scenario)
+
+
+def test_any_discord_py_bot_can_load_the_extension(tiny_config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHARLM_CONFIG", str(tiny_config.path))
+
+    class ExistingBot(commands.Bot):
+        async def setup_hook(self) -> None:
+            await self.load_extension("bot.cog")
+            await self.tree.sync()
+
+    async def main() -> None:
+        async with running_double() as double:
+            bot = ExistingBot(command_prefix="!", intents=discord.Intents.default(), guild_ready_timeout=0.1)
+            async with running_bot(bot, timeout=60):
+                await double.wait_commands(["alice", "seuss", "history", "forget"])
+                reply = await ask(double, "seuss", {"text": "Sam", "length": 10}, user="bob")
+                assert reply.content.startswith("**sam**")
+                history = bot.charlm.history
+            assert bot.charlm is None  # the extension opened the services, so its teardown closed them
+            with pytest.raises(ValueError):
+                await history.count()  # the database connection is closed
+            double.assert_no_violations()
+
+    asyncio.run(main())
+    assert len(history_rows(tiny_config)) == 1
 
 
 @needs_weights
