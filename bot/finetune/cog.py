@@ -23,7 +23,7 @@ from bot.context import BotContext, is_admin
 from bot.finetune import serving
 from bot.finetune.describe import describe, describe_models
 from bot.finetune.jobs import JobRunner
-from bot.finetune.registry import Registry, check_name
+from bot.finetune.registry import Registry, Version, check_name
 from bot.finetune.settings import FinetuneConfig
 from bot.finetune.store import Job, JobStore
 from bot.finetune.uploads import check_corpus, check_declared_size, download, safe_filename
@@ -96,7 +96,7 @@ class FinetuneCog(commands.Cog):
         if self.store is not None:
             await self.store.close()
 
-    async def serve(self, name: str, version) -> None:
+    async def serve(self, name: str, version: Version) -> None:
         await serving.load(self.context, name, version)
         log.info("now serving %s %s from %s", name, version.label, version.folder)
 
@@ -144,7 +144,6 @@ class FinetuneCog(commands.Cog):
             await self.runner.start(job, data, source, out, message)
         finally:
             self.runner.release()
-        await message.show(job)
 
     @finetune.command(name="status", description="The running fine-tune job, or the last one (admins)")
     async def status(self, interaction: discord.Interaction) -> None:

@@ -94,6 +94,10 @@ class JobRunner:
         job.pid = self.process.pid
         await self.store.add(job)
         self.job, self.preparing = job, None
+        try:  # shown before the job's task exists, so it can never overwrite the final message
+            await reporter.show(job)
+        except Exception as exc:
+            log.warning("could not show fine-tune job %s: %s", job.id, exc)
         log.info("fine-tune job %s started (pid %s): %s %s -> %s %s on %s", job.id, job.pid, job.base,
                  job.base_version, job.target, job.target_version, job.corpus_name)
         self.task = asyncio.create_task(self._run(job, self.process, out, upload, reporter),
