@@ -17,7 +17,7 @@ from bot.context import BotContext
 from bot.health import INTERVAL, write_health
 
 log = logging.getLogger(__name__)
-EXTENSIONS = ["bot.cog"]
+EXTENSIONS = ["bot.cog", "bot.finetune"]
 """Extensions the standalone bot loads, in order (the fine-tune cog adds its own)."""
 
 

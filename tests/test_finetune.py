@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from bot import runner
 from bot.config import Config, load_config
 from bot.finetune.store import SCHEMA_VERSION
 from bot.runner import CharLMBot
@@ -41,12 +40,6 @@ def rhymes(chars: int) -> bytes:
 @pytest.fixture(autouse=True)
 def guard(discord_log_guard: LogGuard) -> LogGuard:
     return discord_log_guard
-
-
-@pytest.fixture(autouse=True)
-def with_finetune(monkeypatch: pytest.MonkeyPatch) -> None:
-    if "bot.finetune" not in runner.EXTENSIONS:
-        monkeypatch.setattr(runner, "EXTENSIONS", [*runner.EXTENSIONS, "bot.finetune"])
 
 
 def write_config(folder: Path, base: Path, **finetune: object) -> Config:
