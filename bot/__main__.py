@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             problem = check_health(config.health_file)
             print(problem or "healthy", file=sys.stderr if problem else sys.stdout)
             return 1 if problem else 0
+        from bot.finetune.settings import finetune_config
+
+        finetune_config(config)  # the extension's own table: a bad value is one line here, not a traceback later
         if args.check:
             from bot.check import run_check
 

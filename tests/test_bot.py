@@ -241,7 +241,7 @@ def test_the_reply_grows_while_it_is_written_and_a_shutdown_stops_it(
         assert min(b - a for a, b in zip(edits, edits[1:])) >= 0.19  # never faster than edit_interval
 
         handle = await double.send_command("alice", {"text": "Alice", "length": 1000}, user="bob")
-        await handle.wait_until(lambda h: len(h.contents) >= 1)
+        await handle.wait_until(lambda h: len(h.contents) >= 1, timeout=60)
         cut_short.append(handle)  # leaving the scenario stops the bot, with no grace period
 
     run(config, scenario)

@@ -59,6 +59,15 @@ def test_a_bad_config_is_one_line(tmp_path: Path) -> None:
                              'got "abc"\n')
 
 
+def test_a_bad_finetune_setting_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[finetune]\nmax_epochs = "lots"\n', "utf-8")
+    for mode in (["--check"], []):
+        result = run_bot(*mode, "--config", str(config), env={"DISCORD_TOKEN": "test-token"})
+        assert result.returncode == 1
+        assert result.stderr == 'error: config.toml: [finetune] max_epochs must be an integer between 1 and 100, got "lots"\n'
+
+
 def test_running_without_a_token_says_how_to_get_one(tmp_path: Path) -> None:
     result = run_bot("--config", str(ROOT / "config.toml"))
     assert result.returncode == 1
