@@ -16,6 +16,8 @@ import aiosqlite
 
 from charlm.errors import CharLMError
 
+from bot.sqlite import open_database
+
 MIGRATIONS: list[str] = [
     # 1: one row per request.
     """
@@ -96,17 +98,6 @@ def _row_to_request(row: aiosqlite.Row) -> Request:
     return Request(**values)
 
 
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Bring the schema to SCHEMA_VERSION; returns the version the database had."""
-    async with db.execute("PRAGMA user_version") as cursor:
-        (version,) = await cursor.fetchone()
-    if version > SCHEMA_VERSION:
-        raise HistoryError(f"history database has schema {version}, newer than this bot's {SCHEMA_VERSION}")
-    for number in range(version, SCHEMA_VERSION):
-        await db.executescript(f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
-    return version
-
-
 class HistoryStore:
     """The requests table behind /history, /forget and the retention purge."""
 
@@ -118,24 +109,7 @@ class HistoryStore:
     async def open(cls, path: str | Path) -> "HistoryStore":
         """Open (creating folders and file as needed), switch to WAL and migrate."""
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(path, isolation_level=None)
-        except (OSError, aiosqlite.Error) as exc:
-            raise HistoryError(f"cannot open history database {path}: {exc}") from None
-        try:
-            db.row_factory = aiosqlite.Row
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
-            await db.execute("PRAGMA busy_timeout = 5000")
-            await migrate(db)
-        except aiosqlite.Error as exc:
-            await db.close()
-            raise HistoryError(f"cannot use history database {path}: {exc}") from None
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db, path)
+        return cls(await open_database(path, MIGRATIONS, "history database", HistoryError), path)
 
     async def close(self) -> None:
         await self.db.close()

@@ -16,6 +16,8 @@ import aiosqlite
 
 from charlm.errors import CharLMError
 
+from bot.sqlite import open_database
+
 MIGRATIONS: list[str] = [
     # 1: one row per /finetune start that got past the upload checks.
     """
@@ -102,17 +104,6 @@ def _value(job: Job, column: str) -> Any:
     return json.dumps(value, sort_keys=True) if column in JSON_COLUMNS else value
 
 
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Bring the schema to SCHEMA_VERSION; returns the version the database had."""
-    async with db.execute("PRAGMA user_version") as cursor:
-        (version,) = await cursor.fetchone()
-    if version > SCHEMA_VERSION:
-        raise JobStoreError(f"fine-tune database has schema {version}, newer than this bot's {SCHEMA_VERSION}")
-    for number in range(version, SCHEMA_VERSION):
-        await db.executescript(f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
-    return version
-
-
 class JobStore:
     """The jobs table behind /finetune status and the restart check."""
 
@@ -124,23 +115,7 @@ class JobStore:
     async def open(cls, path: str | Path) -> "JobStore":
         """Open (creating folders and file as needed), switch to WAL and migrate."""
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(path, isolation_level=None)
-        except (OSError, aiosqlite.Error) as exc:
-            raise JobStoreError(f"cannot open fine-tune database {path}: {exc}") from None
-        try:
-            db.row_factory = aiosqlite.Row
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA busy_timeout = 5000")
-            await migrate(db)
-        except aiosqlite.Error as exc:
-            await db.close()
-            raise JobStoreError(f"cannot use fine-tune database {path}: {exc}") from None
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db, path)
+        return cls(await open_database(path, MIGRATIONS, "fine-tune database", JobStoreError), path)
 
     async def close(self) -> None:
         await self.db.close()
