@@ -57,6 +57,6 @@ def build_model(vocab_size: int, spec: ModelSpec) -> keras.Model:
 
 def inference_copy(model: keras.Model) -> keras.Model:
     """The same network and weights without optimizer state: small enough to ship."""
-    copy = keras.models.clone_model(model)
+    copy = keras.Model.from_config(model.get_config())  # never compiled: no optimizer variables
     copy.set_weights(model.get_weights())
     return copy

@@ -1,0 +1,48 @@
+"""The shipped models: they load, match their cards, stay small, and score on held-out text."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from charlm.storage import load_model_folder
+from tests.conftest import WEIGHTS
+
+SHIPPED = {"alice": "alice.txt", "seuss": "seuss.txt"}
+TARGET_BPC = {"alice": 1.90, "seuss": 2.30}
+
+
+def shipped(name: str):
+    folder = WEIGHTS / name
+    if not (folder / "model.keras").is_file():
+        pytest.fail(f"weights/{name} is missing from the repository")
+    return folder
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_folder_loads_and_matches_its_card(name):
+    folder = shipped(name)
+    saved = load_model_folder(folder)
+    card = saved.card
+    assert card["vocab_size"] == len(saved.vocab) == 42  # Alice's characters, Seuss mapped onto them
+    assert card["parameters"] == saved.model.count_params()
+    assert card["heldout"]["bits_per_char"] <= TARGET_BPC[name]
+    assert card["corpus"]["name"] == SHIPPED[name] and card["corpus"]["lowercase"] is True
+    assert 0.0 <= card["recitation"]["verbatim_40char_share"] <= 1.0
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 25 * 1024 * 1024
+
+
+def test_seuss_was_fine_tuned_from_alice():
+    base = json.loads((shipped("seuss") / "card.json").read_text())["base"]
+    assert base["name"] == "alice"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_eval_on_a_slice_of_the_heldout_text(name, corpora):
+    folder = shipped(name)
+    out = subprocess.run([sys.executable, "-m", "charlm", "eval", str(corpora / SHIPPED[name]), "--model", str(folder),
+                          "--heldout-only", "--max-chars", "2000"], capture_output=True, text=True, timeout=300, cwd=WEIGHTS.parent)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert 1900 <= result["chars"] <= 1999 and 0.5 < result["bits_per_char"] < 4.0
