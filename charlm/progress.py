@@ -31,9 +31,10 @@ def describe(p: TrainProgress) -> str:
 class ProgressPrinter:
     """Redraws one line at most every `interval` seconds; a newline after each epoch."""
 
-    def __init__(self, stream: TextIO = sys.stderr, interval: float = 0.5) -> None:
-        self.stream, self.interval, self._last = stream, interval, 0.0
-        self.tty = stream.isatty()
+    def __init__(self, stream: TextIO | None = None, interval: float = 0.5) -> None:
+        self.stream = stream or sys.stderr
+        self.interval, self._last = interval, 0.0
+        self.tty = self.stream.isatty()
 
     def __call__(self, p: TrainProgress) -> None:
         now = time.monotonic()
