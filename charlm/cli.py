@@ -67,7 +67,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     from charlm.jobs import finetune
     from charlm.progress import ProgressPrinter
 
-    outcome = finetune(a.corpus, a.model, a.out, _train_config(a), holdout=a.holdout,
+    outcome = finetune(a.corpus, a.model, a.out, _train_config(a), holdout=a.holdout, dropout=a.dropout,
                        checkpoint_dir=_checkpoint_dir(a), on_progress=ProgressPrinter())
     _report(outcome)
 
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="continue training a saved model on a new text, keeping its characters")
     p.add_argument("corpus", type=Path, help="UTF-8 text file to learn from (mapped onto the model's characters)")
     p.add_argument("--model", required=True, type=Path, help="model folder to start from")
+    p.add_argument("--dropout", type=float, default=None, help="dropout rate while fine-tuning (default: the base's)")
     _add_training_flags(p)
     p.set_defaults(func=cmd_finetune)
 

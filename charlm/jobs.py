@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +18,7 @@ import numpy as np
 from charlm.corpus import Corpus, load_corpus, split_holdout
 from charlm.errors import CharLMError
 from charlm.evaluate import Evaluation, evaluate
-from charlm.model import ModelSpec, preset as get_preset
+from charlm.model import ModelSpec, preset as get_preset, with_dropout
 from charlm.storage import SavedModel, load_model_folder, save_model_folder
 from charlm.train import CancelSignal, TrainConfig, TrainProgress, TrainResult, compile_model, train
 from charlm.vocab import Vocabulary
@@ -128,13 +128,14 @@ def train_new(corpus_path: str | Path, out: str | Path, preset_name: str = "defa
 
 def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | Path,
              config: TrainConfig | None = None, *, holdout: float = DEFAULT_HOLDOUT,
-             checkpoint_dir: Path | None = None,
+             dropout: float | None = None, checkpoint_dir: Path | None = None,
              on_progress: Callable[[TrainProgress], None] | None = None,
              cancel: CancelSignal | None = None) -> JobOutcome:
     """Continue training a saved model on a new corpus, keeping its vocabulary.
 
     The new corpus is cleaned the way the base's was and mapped onto the base's
-    characters; what cannot be mapped is dropped and counted in the card.
+    characters; what cannot be mapped is dropped and counted in the card. `dropout`
+    replaces the base's dropout rate (None keeps it).
     """
     config = config or TrainConfig()
     saved = base if isinstance(base, SavedModel) else load_model_folder(base)
@@ -144,8 +145,13 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
         raise CharLMError(f"{corpus.name} has too few characters the model knows ({len(train_ids)})")
     base_heldout = heldout_eval(saved.model, train_ids, val_ids)
     spec = ModelSpec(**saved.card["layers"])
-    model = keras.models.clone_model(saved.model)
-    model.set_weights(saved.model.get_weights())
+    if dropout is not None:
+        if not 0.0 <= dropout < 1.0:
+            raise CharLMError(f"dropout must be in [0, 1), got {dropout}")
+        if not spec.dropout:
+            raise CharLMError("this model has no dropout layers to set")
+        spec = replace(spec, dropout=dropout)
+    model = with_dropout(saved.model, spec.dropout)
     compile_model(model, config)
     start = time.monotonic()
     result = train(train_ids, val_ids, saved.vocab, spec, config, model=model,

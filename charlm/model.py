@@ -55,6 +55,18 @@ def build_model(vocab_size: int, spec: ModelSpec) -> keras.Model:
     return keras.Model(ids, logits, name="charlm")
 
 
+def with_dropout(model: keras.Model, rate: float) -> keras.Model:
+    """A copy with every Dropout layer at `rate`: more dropout regularises fine-tuning
+    on a small corpus, where the base's rate lets the model overfit within a few epochs."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "Dropout":
+            layer["config"]["rate"] = rate
+    copy = keras.Model.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def inference_copy(model: keras.Model) -> keras.Model:
     """The same network and weights without optimizer state: small enough to ship."""
     copy = keras.Model.from_config(model.get_config())  # never compiled: no optimizer variables

@@ -113,3 +113,15 @@ def test_uniform_model_scores_log2_vocab_bits():
     dense.set_weights([np.zeros_like(w) for w in dense.get_weights()])
     result = evaluate(model, np.arange(500) % 8)
     assert result.bits_per_char == pytest.approx(3.0, abs=1e-5) and result.chars == 499
+
+
+def test_with_dropout_changes_the_rate_and_keeps_the_weights():
+    from charlm.model import ModelSpec, with_dropout
+
+    model = build_model(10, ModelSpec(embed=8, units=16, layers=2, dropout=0.2))
+    copy = with_dropout(model, 0.5)
+    rates = [l.rate for l in copy.layers if isinstance(l, keras.layers.Dropout)]
+    assert rates == [0.5, 0.5, 0.5]
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), copy.get_weights()))
+    ids = np.arange(20)[None, :] % 10
+    assert np.allclose(model.predict(ids, verbose=0), copy.predict(ids, verbose=0), atol=1e-6)
