@@ -224,19 +224,20 @@ def full_size_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) 
 
 def test_the_reply_grows_while_it_is_written_and_a_shutdown_stops_it(
         tmp_path: Path, full_size_model: Path, tiny_model: Path) -> None:
-    config = write_config(tmp_path, full_size_model, tiny_model, generation={"edit_interval": 0.2},
-                          limits={"shutdown_grace": 0})
+    config = write_config(tmp_path, full_size_model, tiny_model,
+                          generation={"edit_interval": 0.2, "max_length": 1500}, limits={"shutdown_grace": 0})
     cut_short: list[InteractionHandle] = []
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        handle = await double.send_command("alice", {"text": "Alice", "length": 300}, user="bob")
+        # the longest reply, so that writing it spans several edit intervals even on a fast machine
+        handle = await double.send_command("alice", {"text": "Alice", "length": 1500}, user="bob")
         await handle.wait_final(finished, timeout=60)
         *progress, final = handle.contents
         assert len(progress) >= 2, handle.contents
         shown = [len(c.split("\n-# ")[0]) for c in progress]
         assert shown == sorted(shown) and shown[0] < shown[-1]
         assert all(c.split("\n-# ")[0].endswith(" ▌") and "alice v1 is writing… " in c for c in progress)
-        assert final.endswith("300 characters") and "▌" not in final
+        assert final.endswith("1500 characters") and "▌" not in final
         edits = [r.at for r in double.calls(REPLY_EDIT)][:-1]  # the final edit is not throttled
         assert min(b - a for a, b in zip(edits, edits[1:])) >= 0.19  # never faster than edit_interval
 
