@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from charlm import WINDOW
+from charlm.evaluate import log_softmax
 from charlm.model import ModelSpec
 
 
@@ -59,7 +60,6 @@ def recipe_bits_per_char(model: keras.Model, ids: np.ndarray, context: np.ndarra
     for i in range(0, len(starts), batch):
         x, y = recipe_windows(full, starts[i : i + batch])
         logits = model.predict(recipe_inputs(x, vocab_size), verbose=0, batch_size=batch).astype(np.float64)
-        m = logits.max(axis=1, keepdims=True)
-        logp = logits - (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))
+        logp = log_softmax(logits)
         total -= logp[np.arange(len(y)), y].sum()
     return total / len(starts) / math.log(2)

@@ -47,7 +47,7 @@ def evaluate(model: keras.Model, ids: np.ndarray, context: np.ndarray | None = N
     for i, r in enumerate(rows):
         x[i, : len(r)] = r
     logits = np.asarray(model.predict(x, batch_size=len(rows), verbose=0), dtype=np.float64)
-    log_probs = logits - _logsumexp(logits)
+    log_probs = log_softmax(logits)
     total = 0.0
     for i, r in enumerate(rows):
         # logits at position t predict r[t + 1]; score targets r[starts[i]:]
@@ -56,6 +56,7 @@ def evaluate(model: keras.Model, ids: np.ndarray, context: np.ndarray | None = N
     return Evaluation(total / n_scored, n_scored)
 
 
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    return m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the last axis, stable for large logits."""
+    m = logits.max(axis=-1, keepdims=True)
+    return logits - (m + np.log(np.exp(logits - m).sum(axis=-1, keepdims=True)))

@@ -183,6 +183,13 @@ def train(
     steps = math.ceil(((len(train_ids) - 1) // config.seq_len) / config.batch_size)
     total_steps = steps * (config.epochs - first_epoch + 1)
     done_steps, last_val, stale = 0, None, 0
+
+    def report(epoch: int, step: int, loss: float, val_loss: float | None, epoch_done: bool = False) -> None:
+        if on_progress:
+            elapsed = time.monotonic() - start
+            eta = elapsed / done_steps * (total_steps - done_steps)
+            on_progress(TrainProgress(epoch, config.epochs, step, steps, loss, val_loss, eta, elapsed, epoch_done))
+
     for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.monotonic()
         x, y = make_windows(train_ids, config.seq_len, int(rng.integers(config.seq_len)))
@@ -194,10 +201,7 @@ def train(
             batch = order[(step - 1) * config.batch_size : step * config.batch_size]
             loss_sum += float(model.train_on_batch(x[batch], y[batch]))
             done_steps += 1
-            if on_progress:
-                elapsed = time.monotonic() - start
-                eta = elapsed / done_steps * (total_steps - done_steps)
-                on_progress(TrainProgress(epoch, config.epochs, step, steps, loss_sum / step, last_val, eta, elapsed))
+            report(epoch, step, loss_sum / step, last_val)
         val_loss = windowed_loss(model, val_ids, config.seq_len)
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         result.history.append(EpochRecord(epoch, loss_sum / steps, val_loss, lr, time.monotonic() - epoch_start))
@@ -210,10 +214,7 @@ def train(
         else:
             stale += 1
             model.optimizer.learning_rate.assign(lr * config.lr_decay)
-        if on_progress:
-            elapsed = time.monotonic() - start
-            eta = elapsed / done_steps * (total_steps - done_steps)
-            on_progress(TrainProgress(epoch, config.epochs, steps, steps, loss_sum / steps, val_loss, eta, elapsed, True))
+        report(epoch, steps, loss_sum / steps, val_loss, epoch_done=True)
         if stale >= config.patience:
             result.stopped = "early stopping"
             break
