@@ -21,7 +21,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
-    MPLBACKEND=Agg
+    MPLBACKEND=Agg \
+    NUMBA_CACHE_DIR=/app/numba-cache
 
 # tini as PID 1: forwards `docker stop`'s SIGTERM to python and reaps the
 # fine-tuning child processes.
@@ -51,10 +52,13 @@ COPY config.toml ./
 # only paths that need it are touched, so nothing is copied into a new layer twice.
 # Then the one volume: history DB, fine-tuned models, health file.  Created
 # here owned by the bot user so a fresh named volume inherits that ownership.
+# The generation kernels are compiled here once (charlm.kernels, numba) into a cache
+# the bot user owns: a host with another CPU recompiles at the first load and saves it.
 RUN find /app/weights /app/charlm /app/bot /app/config.toml \
         \( -type d ! -perm -o=rx -o -type f ! -perm -o=r \) -exec chmod a+rX {} + \
+    && python -c "from charlm.engine import Engine; Engine({'alice': 'weights/alice'}).close()" \
     && mkdir -p /app/data \
-    && chown bot:bot /app/data
+    && chown -R bot:bot /app/data /app/numba-cache
 VOLUME ["/app/data"]
 
 USER 10001:10001

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from charlm.errors import CharLMError
+from charlm.kernels import sample_rows
 
 MAX_LENGTH = 10_000
 
@@ -61,50 +62,12 @@ class RowParams:
 
 def sample(logits: np.ndarray, params: RowParams, uniforms: np.ndarray) -> np.ndarray:
     """One character id per row: argmax where temperature is 0, else a draw from the
-    temperature-scaled distribution cut to the row's top-k and top-p.
+    temperature-scaled distribution cut to the row's top-k and top-p (the exact rule is
+    in `charlm.kernels.sample_rows`; `charlm.tf_lstm.tf_sample` is its TensorFlow twin).
 
     `uniforms` (one U[0,1) number per row, from the row's own generator) makes the draw
     a deterministic function of the seed, whatever else shares the batch.
     """
-    if logits.shape[0] == 1:  # one stream: the same arithmetic on 1-D arrays, fewer numpy calls
-        t, k, p, u = params.temperature[0], params.top_k[0], params.top_p[0], uniforms[0]
-        return np.array([_sample_row(logits[0], t, k, p, u) if t > 0 else np.argmax(logits[0])], np.int32)
-    out = np.argmax(logits, axis=1).astype(np.int32)
-    rows = np.flatnonzero(params.temperature > 0)
-    if rows.size == 0:
-        return out
-    z = logits[rows].astype(np.float64) / params.temperature[rows, None]
-    order = np.argsort(-z, axis=1, kind="stable")
-    z = np.take_along_axis(z, order, axis=1)
-    p = np.exp(z - z[:, :1])
-    p /= p.sum(axis=1, keepdims=True)
-    rank = np.arange(z.shape[1])[None, :]
-    keep = (rank < params.top_k[rows, None]) & ((np.cumsum(p, axis=1) - p) < params.top_p[rows, None])
-    cdf = np.cumsum(np.where(keep, p, 0.0), axis=1)
-    idx = (cdf < uniforms[rows, None] * cdf[:, -1:]).sum(axis=1)
-    idx = np.minimum(idx, keep.sum(axis=1) - 1)
-    out[rows] = order[np.arange(rows.size), idx]
+    out = np.empty(logits.shape[0], np.int32)
+    sample_rows(logits, params.temperature, params.top_k, params.top_p, uniforms, out)
     return out
-
-
-def _sample_row(logits: np.ndarray, temperature: float, top_k: int, top_p: float, uniform: float) -> int:
-    """`sample` for one row with temperature > 0: bit for bit the same result.
-
-    Works on the negated scaled logits (negation is exact, so the stable ascending sort
-    and the differences are those of `sample`), skips the second cumsum when every
-    character is kept, and counts with a binary search on the non-decreasing cdf.
-    """
-    neg = logits.astype(np.float64)
-    neg /= -temperature
-    order = np.argsort(neg, kind="stable")
-    neg = neg[order]
-    p = np.exp(neg[0] - neg)
-    p /= p.sum()
-    cdf = np.cumsum(p)
-    keep = (cdf - p) < top_p
-    keep[top_k:] = False
-    kept = np.count_nonzero(keep)
-    if kept < len(keep):
-        cdf = np.cumsum(np.where(keep, p, 0.0))
-    idx = min(int(cdf.searchsorted(uniform * cdf[-1])), kept - 1)
-    return int(order[idx])
