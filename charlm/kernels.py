@@ -60,23 +60,30 @@ def _sigmoid(x):
     return np.float32(0.5) * _tanh(np.float32(0.5) * x) + np.float32(0.5)
 
 
-@_compiled(fastmath=True, inline="always")
+@_compiled(fastmath=True)
 def _gates(z, c, h):
-    """The LSTM update of one row from its pre-activations z (i, f, g, o blocks), in
+    """The LSTM update from pre-activations z (batch, 4*units; blocks i, f, g, o), in
     place on z, c and h. Each loop reads and writes few arrays: LLVM checks every pair
     of them for overlap before it vectorises, and gives up past eight checks."""
-    units = c.shape[0]
-    for k in range(2 * units):  # i and f
-        z[k] = _sigmoid(z[k])
-    for k in range(2 * units, 3 * units):
-        z[k] = _tanh(z[k])
-    for k in range(3 * units, 4 * units):  # o
-        z[k] = _sigmoid(z[k])
-    zi, zf, zg, zo = z[:units], z[units : 2 * units], z[2 * units : 3 * units], z[3 * units :]
-    for j in range(units):
-        c[j] = zf[j] * c[j] + zi[j] * zg[j]
-    for j in range(units):
-        h[j] = zo[j] * _tanh(c[j])
+    units = c.shape[1]
+    for r in range(c.shape[0]):
+        zr = z[r]
+        for k in range(2 * units):  # i and f
+            zr[k] = _sigmoid(zr[k])
+        zg, zo = zr[2 * units : 3 * units], zr[3 * units :]
+        for j in range(units):
+            zg[j] = _tanh(zg[j])
+        for j in range(units):
+            zo[j] = _sigmoid(zo[j])
+    for r in range(c.shape[0]):
+        zr, cr = z[r], c[r]
+        zi, zf, zg = zr[:units], zr[units : 2 * units], zr[2 * units : 3 * units]
+        for j in range(units):
+            cr[j] = zf[j] * cr[j] + zi[j] * zg[j]
+    for r in range(c.shape[0]):
+        zo, cr, hr = z[r, 3 * units :], c[r], h[r]
+        for j in range(units):
+            hr[j] = zo[j] * _tanh(cr[j])
 
 
 @_compiled(fastmath=True)
@@ -88,7 +95,7 @@ def cell_first(z_rec, table, ids, c, h):
         z, add = z_rec[r], table[ids[r]]
         for k in range(z.shape[0]):
             z[k] += add[k]
-        _gates(z, c[r], h[r])
+    _gates(z_rec, c, h)
 
 
 @_compiled(fastmath=True)
@@ -99,7 +106,7 @@ def cell_next(z_in, z_rec, bias, c, h):
         z, x = z_rec[r], z_in[r]
         for k in range(z.shape[0]):
             z[k] += x[k] + bias[k]
-        _gates(z, c[r], h[r])
+    _gates(z_rec, c, h)
 
 
 @_compiled()
