@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from charlm.kernels import cell_first, cell_next
-from charlm.sampling import RowParams, sample
+from charlm.kernels import cell_first, cell_next, sample_rows
+from charlm.sampling import RowParams
 
 _SCRATCH_SIZES = 4  # batch sizes kept: the running batch, rows being primed, and a little slack
 State = list[tuple[np.ndarray, np.ndarray]]  # per layer: (h, c), each (batch, units)
@@ -123,7 +123,11 @@ class NumpyLSTM:
     def step(self, state: State, ids: np.ndarray) -> np.ndarray:
         """Advance every row by one character (in place); return the next logits."""
         ids = np.ascontiguousarray(ids, dtype=np.int32)  # one layout: one compiled kernel
-        w, s = self.w, self._scratch_for(len(ids))
+        self._layers(state, ids, self._scratch_for(len(ids)))
+        return self.logits(state)
+
+    def _layers(self, state: State, ids: np.ndarray, s: _Scratch) -> None:
+        w = self.w
         h, c = state[0]
         np.matmul(h, w.recurrent[0], out=s.z_rec[0])
         cell_first(s.z_rec[0], w.table, ids, c, h)
@@ -132,7 +136,6 @@ class NumpyLSTM:
             np.matmul(x, w.kernels[layer - 1], out=s.z_in[layer - 1])
             np.matmul(h, w.recurrent[layer], out=s.z_rec[layer])
             cell_next(s.z_in[layer - 1], s.z_rec[layer], w.biases[layer - 1], c, h)
-        return self.logits(state)
 
     def _scratch_for(self, batch: int) -> _Scratch:
         s = self._scratch.pop(batch, None) or _Scratch(batch, self.units)
@@ -143,14 +146,22 @@ class NumpyLSTM:
 
     def advance(self, state: State, logits: np.ndarray, params: RowParams,
                 uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sample and step `uniforms.shape[1]` characters; return (ids (batch, k), logits)."""
-        out = np.empty(uniforms.shape, np.int32)
-        columns = np.ascontiguousarray(uniforms.T)  # the kernels see one memory layout
-        for k in range(uniforms.shape[1]):
-            ids = sample(logits, params, columns[k])
-            out[:, k] = ids
-            logits = self.step(state, ids)
-        return out, logits
+        """Sample and step `uniforms.shape[1]` characters; return (ids (batch, k), logits).
+
+        The hot loop of generation: per character one sampler call, the layers, the
+        output layer, and nothing else at Python level."""
+        steps, batch = uniforms.shape[1], uniforms.shape[0]
+        ids = np.empty((steps, batch), np.int32)  # ids[k]: contiguous, written by the sampler
+        columns = np.ascontiguousarray(uniforms.T)
+        s, last = self._scratch_for(batch), state[-1][0]
+        temperature, top_k, top_p = params.temperature, params.top_k, params.top_p
+        dense_w, dense_b = self.w.dense_w, self.w.dense_b
+        for k in range(steps):
+            sample_rows(logits, temperature, top_k, top_p, columns[k], ids[k])
+            self._layers(state, ids[k], s)
+            logits = last @ dense_w
+            logits += dense_b
+        return ids.T.copy(), logits
 
     @staticmethod
     def concat_rows(parts: list[np.ndarray]) -> np.ndarray:
