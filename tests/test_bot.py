@@ -228,8 +228,14 @@ def test_the_reply_grows_while_it_is_written_and_a_shutdown_stops_it(
                           generation={"edit_interval": 0.2, "max_length": 1500}, limits={"shutdown_grace": 0})
     cut_short: list[InteractionHandle] = []
 
+    def keep_the_engine_busy(bot: CharLMBot) -> None:
+        """31 other long requests in alice's batch: each step then costs about 30 times a
+        lone request's, so a reply takes seconds to write even on a fast machine."""
+        for i in range(31):
+            bot.charlm.engine.submit("alice", "busy", length=1500, seed=i)
+
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        # the longest reply, so that writing it spans several edit intervals even on a fast machine
+        keep_the_engine_busy(bot)
         handle = await double.send_command("alice", {"text": "Alice", "length": 1500}, user="bob")
         await handle.wait_final(finished, timeout=60)
         *progress, final = handle.contents
@@ -241,6 +247,7 @@ def test_the_reply_grows_while_it_is_written_and_a_shutdown_stops_it(
         edits = [r.at for r in double.calls(REPLY_EDIT)][:-1]  # the final edit is not throttled
         assert min(b - a for a, b in zip(edits, edits[1:])) >= 0.19  # never faster than edit_interval
 
+        keep_the_engine_busy(bot)
         handle = await double.send_command("alice", {"text": "Alice", "length": 1000}, user="bob")
         await handle.wait_until(lambda h: len(h.contents) >= 1, timeout=60)
         cut_short.append(handle)  # leaving the scenario stops the bot, with no grace period
