@@ -8,7 +8,8 @@
 (c) 32 concurrent requests through the engine: total characters per second;
 floors: matmul passes over every weight matrix a step reads, batch 1 and batch 32: the
 best single pass of N (no step reads the weights faster), and 400 passes back to back
-(what a request sees on a machine busy with other work).
+(what a request sees on a machine busy with other work). The request floor adds what
+priming cannot avoid: 100 passes over the recurrent kernels, one per prompt character.
 Figures come as best wall-clock and best CPU time of this process; on a loaded machine
 compare the CPU ones. OpenBLAS threads spin against other processes there: run with
 OPENBLAS_NUM_THREADS=1 for stable figures.
@@ -62,10 +63,11 @@ class Timing:
             self.wall = min(self.wall, time.perf_counter() - wall)
 
 
-def floor(weights: LSTMWeights, batch: int, passes: int, repeats: int) -> Timing:
+def floor(weights: LSTMWeights, batch: int, passes: int, repeats: int, recurrent_only: bool = False) -> Timing:
     """Matmul passes over the matrices a step reads (layer 0's input kernel is a table
-    lookup, so it is not among them); the Timing is per pass."""
-    mats = weights.recurrent + weights.kernels + [weights.dense_w]
+    lookup, so it is not among them); the Timing is per pass. `recurrent_only`: the
+    recurrent kernels alone, the part of priming that must go position by position."""
+    mats = weights.recurrent if recurrent_only else weights.recurrent + weights.kernels + [weights.dense_w]
     xs = [np.random.default_rng(0).standard_normal((batch, m.shape[0]), dtype=np.float32) for m in mats]
     timing = Timing(lambda: [x @ m for _ in range(passes) for x, m in zip(xs, mats)], repeats)
     timing.wall, timing.cpu = timing.wall / passes, timing.cpu / passes
@@ -108,6 +110,7 @@ def main() -> None:
         rss_two = rss_mib()
     floors = {"best pass": (floor(weights, 1, 1, 300), floor(weights, STREAMS, 1, 30)),
               "sustained": (floor(weights, 1, LENGTH, 3), floor(weights, STREAMS, LENGTH, 2))}
+    prime_floor = floor(weights, 1, PROMPT_CHARS, 3, recurrent_only=True)
 
     recipe = build_recipe_model(len(vocab), spec)
     window = vocab.window(prompts[0]).ids
@@ -133,7 +136,10 @@ def main() -> None:
         for name, (f1, f32) in floors.items():
             f1_ms, f32_ms = getattr(f1, kind) * 1e3, getattr(f32, kind) * 1e3
             rate_floor = STREAMS / f32_ms * 1e3
+            request_ms = (LENGTH * f1_ms + PROMPT_CHARS * getattr(prime_floor, kind) * 1e3) / LENGTH
             lines += [
+                (f"    request floor ({name}), 1 stream, per char", f"{request_ms:9.3f} ms",
+                 f"(b) end to end is {e2e / request_ms:.2f}x this  (priming's recurrent passes included)"),
                 (f"    floor ({name}), 1 stream, per step", f"{f1_ms:9.3f} ms",
                  f"(b) after priming is {step / f1_ms:.2f}x this  (target <= 1.5x)"),
                 (f"    floor ({name}), {STREAMS} streams, per step", f"{f32_ms:9.3f} ms",

@@ -116,7 +116,7 @@ class EngineConfig:
     """How the inference engine batches requests."""
 
     backend: str = setting("auto", choice("auto", "numpy", "tensorflow"))
-    batch_wait_ms: float = setting(5.0, number(0, 1000))
+    batch_wait_ms: float = setting(1.0, number(0, 1000))
     max_batch: int = setting(128, integer(1, 4096))
 
 
