@@ -81,6 +81,7 @@ class NumpyLSTM:
         self.units = weights.units
         self.w = weights
         self._scratch: dict[int, _Scratch] = {}  # by batch size, the few most recent
+        self._pad_states: tuple[int, list[tuple[np.ndarray, np.ndarray]]] | None = None
 
     def zero_state(self, batch: int) -> State:
         return [(np.zeros((batch, u), np.float32), np.zeros((batch, u), np.float32)) for u in self.units]
@@ -88,32 +89,62 @@ class NumpyLSTM:
     def prime(self, ids: np.ndarray) -> tuple[State, np.ndarray]:
         """Run whole windows (batch, time) from a zero state; return state and last logits.
 
-        Layer by layer: once a layer's outputs for the whole window are known, the next
-        layer's input projection is one matrix product over every position (a GEMM,
-        reading its kernel once) and only the recurrent part is stepped.
+        Short prompts are left-padded with one character, so most windows start with a
+        run of it: the state after k padding characters is the same for every prompt.
+        It is computed once per position (`_padded_start`) and priming starts there,
+        so a 16-character prompt costs 16 positions, not 100.
         """
-        batch, steps = np.shape(ids)
         columns = np.ascontiguousarray(np.transpose(ids), dtype=np.int32)  # ids of each position
-        state, w = self.zero_state(batch), self.w
-        s = self._scratch_for(batch)
-        last = len(self.units) - 1
-        outputs = np.empty((steps, batch, self.units[0]), np.float32) if last else None
-        h, c = state[0]
-        for t in range(steps):
-            np.matmul(h, w.recurrent[0], out=s.z_rec[0])
-            cell_first(s.z_rec[0], w.table, columns[t], c, h)
-            if last:
-                outputs[t] = h
-        for layer in range(1, last + 1):
-            z_in = (outputs.reshape(steps * batch, -1) @ w.kernels[layer - 1]).reshape(steps, batch, -1)
-            outputs = np.empty((steps, batch, self.units[layer]), np.float32) if layer < last else None
-            h, c = state[layer]
+        skip, state = self._padded_start(columns)
+        self._run(state, columns[skip:])
+        return state, self.logits(state)
+
+    def _padded_start(self, columns: np.ndarray) -> tuple[int, State]:
+        """(positions already covered, state after them) for windows (time, batch) that
+        all begin with the same character repeated; (0, zero state) otherwise."""
+        steps, batch = columns.shape
+        pad = columns[0, 0]
+        differs = columns != pad
+        skip = int(np.where(differs.any(axis=0), differs.argmax(axis=0), steps).min())
+        if skip < 2:
+            return 0, self.zero_state(batch)
+        if self._pad_states is None or self._pad_states[0] != pad or len(self._pad_states[1][0][0]) < skip + 1:
+            record: list[tuple[np.ndarray, np.ndarray]] = []
+            self._run(self.zero_state(1), np.full((steps, 1), pad, np.int32), record)
+            self._pad_states = int(pad), [(np.concatenate([np.zeros((1, u), np.float32), h[:, 0]]),
+                                           np.concatenate([np.zeros((1, u), np.float32), c[:, 0]]))
+                                          for (h, c), u in zip(record, self.units)]
+        return skip, [(np.repeat(h[skip][None], batch, axis=0), np.repeat(c[skip][None], batch, axis=0))
+                      for h, c in self._pad_states[1]]
+
+    def _run(self, state: State, columns: np.ndarray,
+             record: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        """Step `state` in place over positions `columns` (time, batch), layer by layer:
+        once a layer's outputs for every position are known, the next layer's input
+        projection is one matrix product over all of them (a GEMM that reads its kernel
+        once) and only the recurrent part goes position by position. `record` gets
+        each layer's (h, c) after every position, arrays (time, batch, units)."""
+        steps, batch = columns.shape
+        if steps == 0:
+            return
+        w, s = self.w, self._scratch_for(batch)
+        outputs = None
+        for layer, (h, c) in enumerate(state):
+            if layer:
+                z_in = (outputs.reshape(steps * batch, -1) @ w.kernels[layer - 1]).reshape(steps, batch, -1)
+            outputs = np.empty((steps, batch, self.units[layer]), np.float32)
+            cells = np.empty_like(outputs) if record is not None else None
             for t in range(steps):
                 np.matmul(h, w.recurrent[layer], out=s.z_rec[layer])
-                cell_next(z_in[t], s.z_rec[layer], w.biases[layer - 1], c, h)
-                if layer < last:
-                    outputs[t] = h
-        return state, self.logits(state)
+                if layer:
+                    cell_next(z_in[t], s.z_rec[layer], w.biases[layer - 1], c, h)
+                else:
+                    cell_first(s.z_rec[0], w.table, columns[t], c, h)
+                outputs[t] = h
+                if cells is not None:
+                    cells[t] = c
+            if record is not None:
+                record.append((outputs, cells))
 
     def logits(self, state: State) -> np.ndarray:
         out = state[-1][0] @ self.w.dense_w

@@ -39,6 +39,18 @@ def test_numpy_step_matches_keras():
     assert np.abs(logits - reference[:, 159]).max() < 1e-4
 
 
+def test_priming_from_the_padding_cache_matches_keras():
+    """Windows padded with spaces start from the cached state after their padding; the
+    batches mix pad lengths, an all-padding window and one with no padding."""
+    model = build_model(len(VOCAB), ModelSpec(embed=16, units=64, layers=2, dropout=0.0))
+    ids = np.stack([VOCAB.window(p).ids for p in ["alice", "the queen of hearts", "", "x" * 120]])
+    stepper = NumpyLSTM(LSTMWeights.from_keras(model))
+    for batch in (ids[:1], ids[:3], ids[2:3], ids):  # the cache is built once, then reused
+        _, logits = stepper.prime(batch)
+        assert np.abs(logits - model.predict(batch, verbose=0)[:, -1]).max() < 1e-4
+    assert stepper._pad_states is not None and stepper._pad_states[0] == VOCAB.encode(" ").ids[0]
+
+
 def test_stateful_greedy_equals_rerunning_over_the_growing_text(random_model):
     window = VOCAB.window("the queen said to alice, off with").ids
     fast = Generator(random_model, "numpy").generate([window], [Sampling(temperature=0, length=40)])[0]
