@@ -9,8 +9,9 @@ never stalls the bot's event loop.
 
 The cell uses the rational tanh approximation TensorFlow's CPU kernels use (Eigen's
 "fast tanh", |error| < 3e-7), so steps match the Keras model to well under 1e-4.
-The sampler is exact: it does the float64 arithmetic of the reference rule (see
-`sample_rows`) in the same order, so a seed gives the same text on every backend.
+The sampler is exact: it does the float64 arithmetic of the sampling rule written as
+numpy expressions (see `sample_rows`, and tests/test_sampling.py), in the same order,
+so it picks the same ids; TensorFlow's twin (charlm.tf_lstm) follows the same rule.
 """
 
 from __future__ import annotations
@@ -171,8 +172,8 @@ def sample_rows(logits, temperature, top_k, top_p, uniforms, out):
     first top_k whose preceding probability mass is below top_p, and take the first
     kept character whose cumulative mass reaches uniform * (kept mass).
 
-    Written as the numpy expression of that rule would compute it (float64, numpy's
-    summation order), so the compiled and the TensorFlow sampler pick the same ids."""
+    Computed as the numpy expressions of that rule would compute it (float64, numpy's
+    summation order), so both pick the same ids."""
     vocab = logits.shape[1]
     neg = np.empty(vocab, np.float64)
     p = np.empty(vocab, np.float64)
