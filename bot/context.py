@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import discord
@@ -19,7 +19,6 @@ from discord.ext import commands
 from charlm.engine import Engine, EngineBusy, EngineTimeout, ModelVersion
 from charlm.errors import CharLMError
 from charlm.sampling import Sampling
-from charlm.storage import VOCAB_FILE
 from charlm.vocab import Vocabulary
 
 from bot.config import Config
@@ -72,7 +71,6 @@ class BotContext:
     engine: Engine
     history: HistoryStore
     opened_by_extension: bool = False
-    _vocabs: dict[tuple[str, int], Vocabulary] = field(default_factory=dict, repr=False)
 
     @classmethod
     async def open(cls, config: Config) -> "BotContext":
@@ -104,13 +102,10 @@ class BotContext:
     def current(self, name: str) -> tuple[ModelVersion, Vocabulary]:
         """The version new requests for `name` get, and its characters (to show a
         prompt as the model reads it while the reply is still being written)."""
-        version = self.engine.models().get(name)
-        if version is None:
-            raise CharLMError(f"the {name} model is not loaded")
-        key = (name, version.number)
-        if key not in self._vocabs:
-            self._vocabs[key] = Vocabulary.load(Path(version.path) / VOCAB_FILE)
-        return version, self._vocabs[key]
+        try:
+            return self.engine.current(name)
+        except CharLMError:
+            raise CharLMError(f"the {name} model is not loaded") from None
 
     async def engine_alive(self) -> bool:
         """Whether the engine thread runs and still answers: a one-character request

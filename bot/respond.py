@@ -51,7 +51,12 @@ async def answer_error(interaction: discord.Interaction, error: app_commands.App
         log.error("/%s failed (user %s, guild %s, channel %s)", command, interaction.user.id,
                   interaction.guild_id, interaction.channel_id, exc_info=getattr(error, "original", error))
         message = SORRY
+    await tell_quietly(interaction, message)
+
+
+async def tell_quietly(interaction: discord.Interaction, text: str) -> None:
+    """`tell`, when failing to reach the user must not raise (error paths, shutdown)."""
     try:
-        await tell(interaction, message)
+        await tell(interaction, text)
     except discord.HTTPException as exc:
-        log.warning("could not tell user %s about an error: %s", interaction.user.id, exc)
+        log.warning("could not tell user %s: %s", interaction.user.id, exc)

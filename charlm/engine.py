@@ -220,6 +220,11 @@ class Engine:
         with self._cv:
             return {name: loaded.version for name, loaded in self._models.items()}
 
+    def current(self, name: str) -> tuple[ModelVersion, Vocabulary]:
+        """The version new requests for `name` get, and its characters."""
+        loaded = self._current(name)
+        return loaded.version, loaded.vocab
+
     def _current(self, name: str) -> _Loaded:
         with self._cv:
             loaded = self._models.get(name)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from charlm.kernels import cell_first, cell_next, sample_rows
-from charlm.sampling import RowParams
+from charlm.kernels import cell_first, cell_next
+from charlm.sampling import RowParams, sample
 
 _SCRATCH_SIZES = 4  # batch sizes kept: the running batch, rows being primed, and a little slack
 State = list[tuple[np.ndarray, np.ndarray]]  # per layer: (h, c), each (batch, units)
@@ -184,14 +184,11 @@ class NumpyLSTM:
         steps, batch = uniforms.shape[1], uniforms.shape[0]
         ids = np.empty((steps, batch), np.int32)  # ids[k]: contiguous, written by the sampler
         columns = np.ascontiguousarray(uniforms.T)
-        s, last = self._scratch_for(batch), state[-1][0]
-        temperature, top_k, top_p = params.temperature, params.top_k, params.top_p
-        dense_w, dense_b = self.w.dense_w, self.w.dense_b
+        s = self._scratch_for(batch)
         for k in range(steps):
-            sample_rows(logits, temperature, top_k, top_p, columns[k], ids[k])
+            sample(logits, params, columns[k], out=ids[k])
             self._layers(state, ids[k], s)
-            logits = last @ dense_w
-            logits += dense_b
+            logits = self.logits(state)
         return ids.T.copy(), logits
 
     @staticmethod

@@ -60,14 +60,16 @@ class RowParams:
         return RowParams(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("temperature", "top_k", "top_p")))
 
 
-def sample(logits: np.ndarray, params: RowParams, uniforms: np.ndarray) -> np.ndarray:
+def sample(logits: np.ndarray, params: RowParams, uniforms: np.ndarray,
+           out: np.ndarray | None = None) -> np.ndarray:
     """One character id per row: argmax where temperature is 0, else a draw from the
     temperature-scaled distribution cut to the row's top-k and top-p (the exact rule is
     in `charlm.kernels.sample_rows`; `charlm.tf_lstm.tf_sample` is its TensorFlow twin).
 
     `uniforms` (one U[0,1) number per row, from the row's own generator) makes the draw
-    a deterministic function of the seed, whatever else shares the batch.
+    a deterministic function of the seed, whatever else shares the batch. `out`: a
+    contiguous int32 array to write the ids into (the generation loop's own buffer).
     """
-    out = np.empty(logits.shape[0], np.int32)
+    out = np.empty(logits.shape[0], np.int32) if out is None else out
     sample_rows(logits, params.temperature, params.top_k, params.top_p, uniforms, out)
     return out

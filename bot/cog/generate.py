@@ -20,7 +20,7 @@ from bot.config import LENGTH_LIMIT, TEMPERATURE_LIMIT
 from bot.context import BotContext, Cooldowns, outcome_of
 from bot.history import Request
 from bot.replies import final_reply, progress_reply, window_notes
-from bot.respond import NO_MENTIONS, answer_error, tell
+from bot.respond import NO_MENTIONS, answer_error, tell, tell_quietly
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ OPTIONS = dict(
     length="Characters to write; empty: the server's default (400 unless changed)",
     temperature="0 always picks the likeliest character, higher is more surprising; empty: the default",
 )
-
 
 
 def user_message(error: CharLMError) -> str:
@@ -141,7 +140,7 @@ class GenerationCog(commands.Cog):
             await tell(interaction, user_message(exc))
         except asyncio.CancelledError:
             record.outcome, record.error = "error", "the bot shut down before the reply was finished"
-            await self._tell_quietly(interaction, "The bot is restarting and could not finish this reply; "
+            await tell_quietly(interaction, "The bot is restarting and could not finish this reply; "
                                                   "please try again in a minute.")
             raise
         except Exception as exc:
@@ -178,13 +177,6 @@ class GenerationCog(commands.Cog):
         notes = window_notes(result.window, WINDOW)
         content = final_reply(result.window.prompt_text, result.text, str(result.version), temperature, notes)
         await interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
-
-    @staticmethod
-    async def _tell_quietly(interaction: discord.Interaction, text: str) -> None:
-        try:
-            await tell(interaction, text)
-        except discord.HTTPException as exc:
-            log.warning("could not tell user %s: %s", interaction.user.id, exc)
 
     async def cog_app_command_error(self, interaction: discord.Interaction,
                                     error: app_commands.AppCommandError) -> None:

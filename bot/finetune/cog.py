@@ -17,8 +17,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from charlm.errors import CharLMError
+from charlm.storage import VOCAB_FILE
 from charlm.vocab import Vocabulary
 
+from bot.cog.generate import Length, Temperature
 from bot.context import BotContext, is_admin
 from bot.finetune import serving
 from bot.finetune.describe import describe, describe_models
@@ -132,7 +134,7 @@ class FinetuneCog(commands.Cog):
             await interaction.response.defer(thinking=True)
             data = await download(corpus, s.max_upload_bytes)
             filename = safe_filename(corpus.filename)
-            vocab = await asyncio.to_thread(Vocabulary.load, source.folder / "vocab.json")
+            vocab = await asyncio.to_thread(Vocabulary.load, source.folder / VOCAB_FILE)
             checked = await asyncio.to_thread(check_corpus, data, filename, vocab, s.min_chars)
             job = Job(user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id,
                       base=source.model, base_version=source.label, target=target, target_version=target_version,
@@ -207,8 +209,7 @@ class FinetuneCog(commands.Cog):
                            "100 characters)", length="Characters to write", temperature="0 always picks the "
                            "likeliest character; higher is more surprising")
     async def generate(self, interaction: discord.Interaction, model: str, text: str | None = None,
-                       length: app_commands.Range[int, 1, 1500] | None = None,
-                       temperature: app_commands.Range[float, 0.0, 2.0] | None = None) -> None:
+                       length: Length | None = None, temperature: Temperature | None = None) -> None:
         name = model.strip().lower()
         if name in BUILTIN:
             raise CharLMError(f"Use /{name} for that model.")
