@@ -29,6 +29,8 @@ class CharLMBot(commands.Bot):
                          help_command=None, allowed_mentions=discord.AllowedMentions.none(), **options)
         self.config = config
         self.charlm: BotContext | None = None
+        self.gateway_up = False
+        """True between the gateway's READY (or RESUMED) and the next disconnect."""
 
     async def setup_hook(self) -> None:
         self.charlm = await BotContext.open(self.config)
@@ -44,15 +46,27 @@ class CharLMBot(commands.Bot):
             synced = await self.tree.sync()
             log.info("synced %d commands globally (new commands can take a while to appear)", len(synced))
 
-    async def on_ready(self) -> None:
-        log.info("logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?",
-                 len(self.guilds))
+    async def on_connect(self) -> None:
+        """The gateway is up: commands are served from here on, before `on_ready`, which
+        discord.py delays until every server has streamed in. Health follows this, or a
+        probe right after the first command would see no health file yet."""
+        self.gateway_up = True
         if not self.refresh_health.is_running():
             self.refresh_health.start()
 
+    async def on_resumed(self) -> None:
+        self.gateway_up = True
+
+    async def on_disconnect(self) -> None:
+        self.gateway_up = False
+
+    async def on_ready(self) -> None:
+        log.info("logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?",
+                 len(self.guilds))
+
     @tasks.loop(seconds=INTERVAL)
     async def refresh_health(self) -> None:
-        connected = self.is_ready() and not self.is_closed()
+        connected = self.gateway_up and not self.is_closed()
         engine_alive = self.charlm is not None and await self.charlm.engine_alive()
         try:
             await asyncio.to_thread(write_health, self.config.health_file, connected, engine_alive)
