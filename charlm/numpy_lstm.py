@@ -58,6 +58,21 @@ class LSTMWeights:
         return [u.shape[0] for u in self.recurrent]
 
 
+@dataclass
+class _PaddingStates:
+    """Each layer's (h, c) after 0, 1, 2, ... repeats of the padding character `pad`."""
+
+    pad: int
+    layers: list[tuple[np.ndarray, np.ndarray]]  # per layer: (positions + 1, units) each
+
+    def covers(self, pad: int, positions: int) -> bool:
+        return self.pad == pad and len(self.layers[0][0]) > positions
+
+    def state_after(self, positions: int, batch: int) -> State:
+        return [(np.repeat(h[positions][None], batch, axis=0), np.repeat(c[positions][None], batch, axis=0))
+                for h, c in self.layers]
+
+
 class _Scratch:
     """Preallocated pre-activation buffers for one batch size."""
 
@@ -81,7 +96,7 @@ class NumpyLSTM:
         self.units = weights.units
         self.w = weights
         self._scratch: dict[int, _Scratch] = {}  # by batch size, the few most recent
-        self._pad_states: tuple[int, list[tuple[np.ndarray, np.ndarray]]] | None = None
+        self._padding: _PaddingStates | None = None
 
     def zero_state(self, batch: int) -> State:
         return [(np.zeros((batch, u), np.float32), np.zeros((batch, u), np.float32)) for u in self.units]
@@ -108,14 +123,13 @@ class NumpyLSTM:
         skip = int(np.where(differs.any(axis=0), differs.argmax(axis=0), steps).min())
         if skip < 2:
             return 0, self.zero_state(batch)
-        if self._pad_states is None or self._pad_states[0] != pad or len(self._pad_states[1][0][0]) < skip + 1:
+        if self._padding is None or not self._padding.covers(pad, skip):
             record: list[tuple[np.ndarray, np.ndarray]] = []
             self._run(self.zero_state(1), np.full((steps, 1), pad, np.int32), record)
-            self._pad_states = int(pad), [(np.concatenate([np.zeros((1, u), np.float32), h[:, 0]]),
-                                           np.concatenate([np.zeros((1, u), np.float32), c[:, 0]]))
-                                          for (h, c), u in zip(record, self.units)]
-        return skip, [(np.repeat(h[skip][None], batch, axis=0), np.repeat(c[skip][None], batch, axis=0))
-                      for h, c in self._pad_states[1]]
+            zeros = [np.zeros((1, u), np.float32) for u in self.units]
+            self._padding = _PaddingStates(int(pad), [(np.concatenate([z, h[:, 0]]), np.concatenate([z, c[:, 0]]))
+                                                      for (h, c), z in zip(record, zeros)])
+        return skip, self._padding.state_after(skip, batch)
 
     def _run(self, state: State, columns: np.ndarray,
              record: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
@@ -132,7 +146,8 @@ class NumpyLSTM:
         for layer, (h, c) in enumerate(state):
             if layer:
                 z_in = (outputs.reshape(steps * batch, -1) @ w.kernels[layer - 1]).reshape(steps, batch, -1)
-            outputs = np.empty((steps, batch, self.units[layer]), np.float32)
+            keep = record is not None or layer + 1 < len(state)  # the last layer's outputs feed nothing
+            outputs = np.empty((steps, batch, self.units[layer]), np.float32) if keep else None
             cells = np.empty_like(outputs) if record is not None else None
             for t in range(steps):
                 np.matmul(h, w.recurrent[layer], out=s.z_rec[layer])
@@ -140,7 +155,8 @@ class NumpyLSTM:
                     cell_next(z_in[t], s.z_rec[layer], w.biases[layer - 1], c, h)
                 else:
                     cell_first(s.z_rec[0], w.table, columns[t], c, h)
-                outputs[t] = h
+                if outputs is not None:
+                    outputs[t] = h
                 if cells is not None:
                     cells[t] = c
             if record is not None:

@@ -48,7 +48,7 @@ def test_priming_from_the_padding_cache_matches_keras():
     for batch in (ids[:1], ids[:3], ids[2:3], ids):  # the cache is built once, then reused
         _, logits = stepper.prime(batch)
         assert np.abs(logits - model.predict(batch, verbose=0)[:, -1]).max() < 1e-4
-    assert stepper._pad_states is not None and stepper._pad_states[0] == VOCAB.encode(" ").ids[0]
+    assert stepper._padding is not None and stepper._padding.pad == VOCAB.encode(" ").ids[0]
 
 
 def test_stateful_greedy_equals_rerunning_over_the_growing_text(random_model):
