@@ -19,7 +19,6 @@ from discord.ext import commands
 from charlm.engine import Engine, EngineBusy, EngineTimeout, ModelVersion
 from charlm.errors import CharLMError
 from charlm.sampling import Sampling
-from charlm.vocab import Vocabulary
 
 from bot.config import Config
 from bot.history import HistoryStore, Request
@@ -98,14 +97,6 @@ class BotContext:
     async def load_model(self, name: str, folder: str | Path) -> ModelVersion:
         """Load a model folder as the next version of `name` (new names are added)."""
         return await asyncio.to_thread(self.engine.load, name, folder)
-
-    def current(self, name: str) -> tuple[ModelVersion, Vocabulary]:
-        """The version new requests for `name` get, and its characters (to show a
-        prompt as the model reads it while the reply is still being written)."""
-        try:
-            return self.engine.current(name)
-        except CharLMError:
-            raise CharLMError(f"the {name} model is not loaded") from None
 
     async def engine_alive(self) -> bool:
         """Whether the engine thread runs and still answers: a one-character request

@@ -4,8 +4,7 @@ A step of one stream is a few BLAS mat-vecs (numpy) plus elementwise gate math a
 one draw. In plain numpy the gate math alone is a dozen ufunc calls per layer, and
 numpy's float32 tanh costs ~4 ns an element here; compiled, each layer's gates are a
 few vectorised loops in one call (~0.5 ns an element), and the draw for every row is
-one call. Both release the GIL, so the engine thread
-never stalls the bot's event loop.
+one call. Both release the GIL, so the engine thread never stalls the bot's event loop.
 
 The cell uses the rational tanh approximation TensorFlow's CPU kernels use (Eigen's
 "fast tanh", |error| < 3e-7), so steps match the Keras model to well under 1e-4.

@@ -11,7 +11,7 @@ from charlm.corpus import load_corpus
 from charlm.errors import CharLMError, TrainingCancelled
 from charlm.evaluate import evaluate
 from charlm.jobs import finetune, train_new
-from charlm.model import PRESETS, build_model
+from charlm.model import PRESETS, ModelSpec, build_model, with_dropout
 from charlm.storage import load_model_folder, save_model_folder
 from charlm.train import Checkpoints, TrainConfig, train
 from charlm.vocab import Vocabulary
@@ -116,8 +116,6 @@ def test_uniform_model_scores_log2_vocab_bits():
 
 
 def test_with_dropout_changes_the_rate_and_keeps_the_weights():
-    from charlm.model import ModelSpec, with_dropout
-
     model = build_model(10, ModelSpec(embed=8, units=16, layers=2, dropout=0.2))
     copy = with_dropout(model, 0.5)
     rates = [l.rate for l in copy.layers if isinstance(l, keras.layers.Dropout)]

@@ -158,7 +158,7 @@ class GenerationCog(commands.Cog):
             raise CharLMError(f"This server allows at most {g.max_length} characters per reply.")
         if temperature > g.max_temperature:
             raise CharLMError(f"This server allows a temperature of at most {g.max_temperature:g}.")
-        version, vocab = self.context.current(record.model)
+        version, vocab = self.context.engine.current(record.model)  # to show the prompt as the model reads it
         window = vocab.window(record.prompt, WINDOW)
         record.window, record.model_version = window.text, f"v{version.number}"
 
