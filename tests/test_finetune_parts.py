@@ -16,7 +16,6 @@ from bot.finetune.settings import finetune_config
 from bot.finetune.store import SCHEMA_VERSION, Job, JobStore
 from bot.finetune.uploads import check_corpus, safe_filename
 from charlm.errors import CharLMError
-from charlm.storage import read_card
 from charlm.vocab import Vocabulary
 from tests.conftest import make_text
 
