@@ -25,20 +25,24 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops after the epoch that passes it")
     p.add_argument("--holdout", type=float, default=0.1, help="fraction at the end of the corpus held out for validation, never trained on (default 0.1)")
     p.add_argument("--checkpoints", type=Path, default=None, help="folder for per-epoch checkpoints (default: OUT.checkpoints beside OUT)")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="training steps per epoch (default: one pass over the text); validation, checkpoints and the time budget come after each epoch")
+    p.add_argument("--val-windows", type=int, default=None, help="validate on at most this many evenly spaced held-out windows (default: all)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed for weights and batch order (default {d.seed})")
 
 
 def _train_config(a: argparse.Namespace):
     from charlm.train import TrainConfig
 
-    for flag, value in (("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--seq-len", a.seq_len)):
+    for flag, value in (("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--seq-len", a.seq_len),
+                        ("--steps-per-epoch", a.steps_per_epoch or 1), ("--val-windows", a.val_windows or 1)):
         if value < 1:
             raise CharLMError(f"{flag} must be at least 1")
     if a.lr <= 0:
         raise CharLMError("--lr must be positive")
     return TrainConfig(seq_len=a.seq_len, batch_size=a.batch_size, epochs=a.epochs, learning_rate=a.lr,
                        clipnorm=a.clipnorm, weight_decay=a.weight_decay, patience=a.patience,
-                       max_minutes=a.max_minutes, seed=a.seed)
+                       max_minutes=a.max_minutes, seed=a.seed, steps_per_epoch=a.steps_per_epoch,
+                       val_windows=a.val_windows)
 
 
 def _checkpoint_dir(a: argparse.Namespace) -> Path:
@@ -85,13 +89,13 @@ def cmd_generate(a: argparse.Namespace) -> None:
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
-    from charlm.corpus import load_corpus, split_holdout
+    from charlm.corpus import load_corpus
     from charlm.evaluate import evaluate
     from charlm.storage import load_model_folder
 
     saved = load_model_folder(a.model)
-    corpus = load_corpus(a.corpus, saved.vocab.lowercase)
-    text = split_holdout(corpus.text, a.holdout)[1] if a.heldout_only else corpus.text
+    corpus = load_corpus(a.corpus, saved.vocab.lowercase, a.holdout)
+    text = corpus.split(a.holdout)[1] if a.heldout_only else corpus.text
     if a.max_chars:
         text = text[: a.max_chars]
     ids = saved.vocab.encode(text).ids
@@ -108,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a new model on a text file")
-    p.add_argument("corpus", type=Path, help="UTF-8 text file to learn from")
+    p.add_argument("corpus", type=Path, help="UTF-8 text file to learn from, or a folder of them (the last --holdout of each is held out)")
     p.add_argument("--preset", default="default", help="architecture: tiny, small, default (2x512) or gigantic (the recipe's 3x700)")
     p.add_argument("--keep-case", action="store_true", help="do not lowercase the text (the recipe lowercases)")
     p.add_argument("--charset-from", type=Path, default=None, help="take the vocabulary from this text instead (to pretrain a base for it)")
@@ -117,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="continue training a saved model on a new text, keeping its characters")
-    p.add_argument("corpus", type=Path, help="UTF-8 text file to learn from (mapped onto the model's characters)")
+    p.add_argument("corpus", type=Path, help="UTF-8 text file (or folder of them) to learn from, mapped onto the model's characters")
     p.add_argument("--model", required=True, type=Path, help="model folder to start from")
     p.add_argument("--dropout", type=float, default=None, help="dropout rate while fine-tuning (default: the base's)")
     _add_training_flags(p)
@@ -134,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="bits per character of a model on a text")
-    p.add_argument("corpus", type=Path, help="UTF-8 text file to score")
+    p.add_argument("corpus", type=Path, help="UTF-8 text file, or folder of them, to score")
     p.add_argument("--model", required=True, type=Path, help="model folder")
     p.add_argument("--heldout-only", action="store_true", help="score only the last --holdout fraction (the part training never saw)")
     p.add_argument("--holdout", type=float, default=0.1, help="held-out fraction for --heldout-only (default 0.1)")

@@ -15,7 +15,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from charlm.corpus import Corpus, load_corpus, split_holdout
+from charlm.corpus import Corpus, load_corpus
 from charlm.errors import CharLMError
 from charlm.evaluate import Evaluation, evaluate
 from charlm.model import ModelSpec, preset as get_preset, with_dropout
@@ -36,11 +36,11 @@ class JobOutcome:
 
 
 def _split_encode(corpus: Corpus, vocab: Vocabulary, holdout: float) -> tuple[np.ndarray, np.ndarray, int]:
-    encoded = vocab.encode(corpus.text)
-    train_text, _ = split_holdout(corpus.text, holdout)
-    # split on ids at the same relative point as the text, after dropping unmappable chars
-    cut = int(len(encoded.ids) * len(train_text) / len(corpus.text))
-    return encoded.ids[:cut], encoded.ids[cut:], encoded.dropped_count
+    """Training and held-out ids, each part encoded on its own: the held-out ids are
+    exactly what `python -m charlm eval --heldout-only` scores."""
+    train_text, heldout_text = corpus.split(holdout)
+    train, heldout = vocab.encode(train_text), vocab.encode(heldout_text)
+    return train.ids, heldout.ids, train.dropped_count + heldout.dropped_count
 
 
 def recitation(model: keras.Model, vocab: Vocabulary, train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
@@ -80,6 +80,7 @@ def _card(name: str, spec: ModelSpec, preset_name: str, model: keras.Model, voca
             "lowercase": corpus.report.lowercased,
             "cleaning": corpus.report.to_json(),
             "unmapped_chars_dropped": dropped,
+            **({"books": corpus.books} if corpus.books else {}),
         },
         "base": base,
         "training": {
@@ -112,7 +113,7 @@ def train_new(corpus_path: str | Path, out: str | Path, preset_name: str = "defa
     base pretrained on Shakespeare can later be fine-tuned on Alice)."""
     config = config or TrainConfig()
     spec = get_preset(preset_name)
-    corpus = load_corpus(corpus_path, lowercase)
+    corpus = load_corpus(corpus_path, lowercase, holdout)
     vocab_text = load_corpus(charset_from, lowercase).text if charset_from else corpus.text
     vocab = Vocabulary.from_text(vocab_text, lowercase)
     train_ids, val_ids, dropped = _split_encode(corpus, vocab, holdout)
@@ -139,7 +140,7 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     """
     config = config or TrainConfig()
     saved = base if isinstance(base, SavedModel) else load_model_folder(base)
-    corpus = load_corpus(corpus_path, saved.vocab.lowercase)
+    corpus = load_corpus(corpus_path, saved.vocab.lowercase, holdout)
     train_ids, val_ids, dropped = _split_encode(corpus, saved.vocab, holdout)
     if len(train_ids) < config.seq_len * 2:
         raise CharLMError(f"{corpus.name} has too few characters the model knows ({len(train_ids)})")

@@ -40,6 +40,8 @@ class TrainConfig:
     lr_decay: float = 0.5  # learning rate factor after an epoch that did not improve
     max_minutes: float | None = None  # wall-clock budget; stops after the epoch that exceeds it
     seed: int = 0
+    steps_per_epoch: int | None = None  # None: one pass over the text; fewer for a big corpus
+    val_windows: int | None = None  # None: every held-out window; fewer, evenly spaced, for a big one
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,25 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
     model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 
-def windowed_loss(model: keras.Model, ids: np.ndarray, seq_len: int, batch_size: int = 256) -> float:
-    """Mean next-char loss (nats) over non-overlapping windows, each from a zero state."""
+def batches(ids: np.ndarray, config: TrainConfig, rng: np.random.Generator):
+    """Endless shuffled training batches: each pass over the text starts its windows at a
+    random offset, so an "epoch" can be a pass or a fixed number of steps."""
+    while True:
+        x, y = make_windows(ids, config.seq_len, int(rng.integers(config.seq_len)))
+        order = rng.permutation(len(x))
+        for i in range(0, len(order), config.batch_size):
+            batch = order[i : i + config.batch_size]
+            yield x[batch], y[batch]
+
+
+def windowed_loss(model: keras.Model, ids: np.ndarray, seq_len: int, batch_size: int = 256,
+                  max_windows: int | None = None) -> float:
+    """Mean next-char loss (nats) over non-overlapping windows, each from a zero state;
+    at most `max_windows` of them, evenly spaced over the text."""
     x, y = make_windows(ids, seq_len)
+    if max_windows is not None and len(x) > max_windows:
+        keep = np.linspace(0, len(x) - 1, max_windows).astype(int)
+        x, y = x[keep], y[keep]
     total = 0.0
     for i in range(0, len(x), batch_size):
         total += float(model.test_on_batch(x[i : i + batch_size], y[i : i + batch_size])) * len(x[i : i + batch_size])
@@ -179,7 +197,8 @@ def train(
     result = TrainResult(model)
     best_weights = model.get_weights()
     start = time.monotonic()
-    steps = math.ceil(((len(train_ids) - 1) // config.seq_len) / config.batch_size)
+    steps = config.steps_per_epoch or math.ceil(((len(train_ids) - 1) // config.seq_len) / config.batch_size)
+    stream = batches(train_ids, config, rng)
     total_steps = steps * (config.epochs - first_epoch + 1)
     done_steps, last_val, stale = 0, None, 0
 
@@ -191,17 +210,14 @@ def train(
 
     for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.monotonic()
-        x, y = make_windows(train_ids, config.seq_len, int(rng.integers(config.seq_len)))
-        order = rng.permutation(len(x))
         loss_sum = 0.0
         for step in range(1, steps + 1):
             if cancel is not None and cancel.is_set():
                 raise TrainingCancelled("training was cancelled; nothing was saved")
-            batch = order[(step - 1) * config.batch_size : step * config.batch_size]
-            loss_sum += float(model.train_on_batch(x[batch], y[batch]))
+            loss_sum += float(model.train_on_batch(*next(stream)))
             done_steps += 1
             report(epoch, step, loss_sum / step, last_val)
-        val_loss = windowed_loss(model, val_ids, config.seq_len)
+        val_loss = windowed_loss(model, val_ids, config.seq_len, max_windows=config.val_windows)
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         result.history.append(EpochRecord(epoch, loss_sum / steps, val_loss, lr, time.monotonic() - epoch_start))
         last_val = val_loss

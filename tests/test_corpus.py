@@ -1,5 +1,7 @@
 """Corpus reading and cleaning: the recipe's hand cleaning, made automatic and reported."""
 
+import re
+
 import pytest
 
 from charlm.corpus import MIN_CORPUS_CHARS, clean_bytes, clean_text, load_corpus, split_holdout
@@ -47,11 +49,65 @@ def test_bad_input_gives_one_line_error(data, message):
     assert "\n" not in str(err.value) and "upload.txt" in str(err.value)
 
 
-def test_missing_file_and_directory(tmp_path):
+def test_missing_file_and_empty_folder(tmp_path):
     with pytest.raises(CharLMError, match="not found"):
         load_corpus(tmp_path / "nope.txt")
-    with pytest.raises(CharLMError, match="not a file"):
+    with pytest.raises(CharLMError, match="has no .txt files"):
         load_corpus(tmp_path)
+
+
+def test_pre_2000_gutenberg_releases_lose_their_small_print_and_title_lines():
+    raw = ("*Project Gutenberg Etext of Five Children and It, by E. Nesbit*\r\n"
+           "Copyright laws are changing all over the world\r\n"
+           "***START**THE SMALL PRINT!**FOR PUBLIC DOMAIN ETEXTS**START***\r\nlawyers.\r\n"
+           "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\r\n\r\n"
+           "FIVE CHILDREN AND IT\r\n\r\nThe house was three miles from the station.\r\n\r\n"
+           "*Project Gutenberg Etext of Five Children and It, by E. Nesbit*\r\n")
+    text, report = clean_text(raw)
+    assert text == "five children and it\n\nthe house was three miles from the station.\n"
+    assert report.gutenberg_stripped
+
+
+def test_transcribers_credits_illustrations_and_notes_are_removed():
+    raw = ("*** START OF THE PROJECT GUTENBERG EBOOK X ***\n"
+           "Produced by Dave Newman and the Online Distributed\nProofreading Team\n\n"
+           "Note: Project Gutenberg also has an HTML version of this\n      file.\n\n"
+           "THE OWL\n\n[Illustration]\n\nThe Owl and the Pussy-cat went to sea\n"
+           "[Illustration: The Owl and\nthe Pussy-cat]\nIn a beautiful pea-green boat.\n\n"
+           + "They sailed away, for a year and a day.\n" * 40 +
+           "\nTranscriber's Notes:\n\npage 79, period added.\n"
+           "*** END OF THE PROJECT GUTENBERG EBOOK X ***\n")
+    text, report = clean_text(raw)
+    assert text.startswith("the owl\n\n\nthe owl and the pussy-cat went to sea\nin a beautiful")
+    assert "produced" not in text and "gutenberg" not in text and "illustration" not in text
+    assert "transcriber" not in text and text.endswith("a year and a day.\n")
+    assert report.removed_blocks == {"illustration and note blocks": 2,
+                                     "transcriber credit and edition-note paragraphs": 2,
+                                     "transcriber's notes sections": 1}
+    assert "illustration and note blocks removed" in report.summary()
+
+
+def test_a_folder_is_a_library_with_every_books_end_held_out(tmp_path):
+    (tmp_path / "a.txt").write_text("A" * 900 + "B" * 100)
+    (tmp_path / "b.txt").write_text("C" * 1800 + "D" * 200)
+    (tmp_path / "notes.md").write_text("not a book")
+    library = load_corpus(tmp_path)
+    train, heldout = library.split(0.1)
+    assert train.replace("\n", "") == "a" * 900 + "c" * 1800
+    assert set(heldout.replace("\n", "")) == {"b", "d"} and heldout.count("b") == 100 and heldout.count("d") == 200
+    assert [b["name"] for b in library.books] == ["a.txt", "b.txt"]
+    with pytest.raises(CharLMError, match="holdout"):
+        library.split(0.2)
+
+
+def test_every_pretraining_book_is_cleaned_of_gutenberg_text(corpora):
+    folder = corpora / "pretrain"
+    if not folder.is_dir():
+        pytest.skip("no pretraining library in ../shared/corpora/pretrain")
+    for path in sorted(folder.glob("*.txt")):
+        text = load_corpus(path).text
+        assert "gutenberg" not in text and "small print!" not in text and "produced by" not in text[:2000], path.name
+        assert "[illustration" not in text and not re.search(r"\be-?text\b", text), path.name
 
 
 def test_holdout_split_keeps_the_end_for_validation():

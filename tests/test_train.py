@@ -123,3 +123,25 @@ def test_with_dropout_changes_the_rate_and_keeps_the_weights():
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), copy.get_weights()))
     ids = np.arange(20)[None, :] % 10
     assert np.allclose(model.predict(ids, verbose=0), copy.predict(ids, verbose=0), atol=1e-6)
+
+
+def test_an_epoch_can_be_a_fixed_number_of_steps(text_file, tmp_path):
+    vocab, train_ids, val_ids = _ids(text_file)
+    seen = []
+    result = train(train_ids, val_ids, vocab, PRESETS["tiny"],
+                   TrainConfig(epochs=2, batch_size=8, learning_rate=1e-2, steps_per_epoch=3, val_windows=2),
+                   on_progress=seen.append)
+    assert len(result.history) == 2
+    assert [p.step for p in seen if p.epoch == 1 and not p.epoch_done] == [1, 2, 3]
+    assert all(p.steps == 3 for p in seen)
+
+
+def test_finetune_on_a_library_folder_records_every_book(tiny_model, tmp_path):
+    books = tmp_path / "library"
+    books.mkdir()
+    for i in range(2):
+        (books / f"book{i}.txt").write_text(make_text(4000, seed=i))
+    outcome = finetune(books, tiny_model, tmp_path / "tuned", TrainConfig(epochs=1, batch_size=16))
+    corpus = outcome.card["corpus"]
+    assert corpus["name"] == "library" and [b["name"] for b in corpus["books"]] == ["book0.txt", "book1.txt"]
+    assert outcome.card["heldout"]["chars"] > 0
