@@ -108,12 +108,18 @@ class PostgresServer:
                          "--no-locale", "--no-sync")
         if init.returncode != 0:
             raise PostgresUnavailable(f"initdb failed: {_last_line(init)}")
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        started = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
-                            "-o", options, "start")
-        if started.returncode != 0:
-            raise PostgresUnavailable(f"PostgreSQL did not start: {_last_line(started)} (log: {self.log_file})")
+        for attempt in range(3):
+            options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off "
+                       "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+            started = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
+                                "-o", options, "start")
+            if started.returncode == 0:
+                return
+            log = self.log_file.read_text("utf-8", "replace") if self.log_file.exists() else ""
+            if "could not bind" not in log or attempt == 2:
+                break
+            self.port = free_port()  # another process took the free port first
+        raise PostgresUnavailable(f"PostgreSQL did not start: {_last_line(started)} (log: {self.log_file})")
 
     def stop(self) -> None:
         """Fast shutdown (rolls back open transactions), then delete the cluster."""

@@ -4,6 +4,10 @@ shard, guilds per shard, interactions over the owning shard's session, 4010/4011
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+import urllib.request
 from typing import Any
 
 import aiohttp
@@ -162,3 +166,18 @@ def test_an_invalid_shard_is_closed_with_4010_and_too_many_guilds_with_4011(disc
             assert closed.value.code == INVALID_SHARD
 
     asyncio.run(main())
+
+
+def test_cli_double_recommends_its_shard_count() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.discord_double", "--shards", "2", "--guild-id", str(GUILD_0),
+                             "--guild-id", str(GUILD_1)], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = dict(proc.stdout.readline().strip().split("=", 1) for _ in range(3))  # type: ignore[union-attr]
+        with urllib.request.urlopen(lines["REST_BASE"] + "/gateway/bot") as response:
+            assert json.loads(response.read())["shards"] == 2
+        with urllib.request.urlopen(lines["CONTROL_URL"] + "/state") as response:
+            state = json.loads(response.read())
+        assert (state["shards"], state["sessions"]) == (2, [])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
