@@ -38,12 +38,8 @@ class CharLMBot(commands.AutoShardedBot):
         self.charlm: BotContext | None = None
         self.shard_up: dict[int, bool] = {}
         """Per shard of this process: True between its READY (or RESUMED) and its next disconnect."""
-
-    @property
-    def gateway_up(self) -> bool:
-        """Every shard of this process is connected."""
-        ids = self.own_shard_ids()
-        return bool(ids) and all(self.shard_up.get(i, False) for i in ids)
+        self._health_lock = asyncio.Lock()
+        """The loop and shard events both write the file; one at a time."""
 
     def own_shard_ids(self) -> list[int]:
         """The shards this process runs (known once discord.py has the shard count)."""
@@ -104,8 +100,9 @@ class CharLMBot(commands.AutoShardedBot):
         connected = bool(shards) and all(shards.values())
         engine_alive = self.charlm is not None and await self.charlm.engine_alive()
         try:
-            await asyncio.to_thread(write_health, self.config.health_file, connected, engine_alive,
-                                    shards=shards, shard_count=self.shard_count)
+            async with self._health_lock:
+                await asyncio.to_thread(write_health, self.config.health_file, connected, engine_alive,
+                                        shards=shards, shard_count=self.shard_count)
         except OSError as exc:
             log.warning("cannot write %s: %s", self.config.health_file, exc)
 
