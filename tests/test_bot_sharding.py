@@ -120,6 +120,8 @@ def test_two_bot_processes_split_the_shards_and_one_keeps_answering_when_the_oth
                 processes[1].send_signal(signal.SIGTERM)
                 _, log = await asyncio.wait_for(processes[1].communicate(), 60)
                 assert processes[1].returncode == 0, log.decode()
+                assert "not syncing commands: the process running shard 0 does" in log.decode()
+                assert " ERROR " not in log.decode() and "Traceback" not in log.decode(), log.decode()
                 assert check_health(load_config(paths[1]).health_file) == "the bot is not connected to Discord"
                 handle = await double.send_command("alice", {"text": "Alice", "length": 20}, user="bob",
                                                    guild_id=GUILD_0)
