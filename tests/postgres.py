@@ -3,7 +3,8 @@ or any initdb/pg_ctl/postgres on PATH): a fresh cluster in a temp folder, listen
 127.0.0.1 on a free port and on a unix socket in that folder, stopped and deleted at the end.
 
 initdb and postgres refuse to run as root, so as root they run as an unprivileged user
-(`postgres` when the package made one, else a system user created here) via runuser.
+(`postgres` when the package made one, else a system user created here) via runuser
+or setpriv.
 """
 
 from __future__ import annotations
@@ -66,6 +67,16 @@ def unprivileged_user() -> pwd.struct_passwd:
     return pwd.getpwnam(FALLBACK_OS_USER)
 
 
+def drop_privileges(user: pwd.struct_passwd) -> list[str]:
+    """The command prefix that runs a program as `user` (root only): runuser, else setpriv."""
+    if shutil.which("runuser"):
+        return ["runuser", "-u", user.pw_name, "--"]
+    if shutil.which("setpriv"):
+        return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
+    raise PostgresUnavailable("running as root without runuser or setpriv (util-linux), so postgres cannot "
+                              "drop privileges")
+
+
 @dataclass
 class PostgresServer:
     """One running cluster; `url` is its `postgres` maintenance database, create_database() more."""
@@ -94,7 +105,7 @@ class PostgresServer:
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         command = [str(self.bin_dir / args[0]), *args[1:]]
         if self.run_as is not None:
-            command = ["runuser", "-u", self.run_as.pw_name, "--", *command]
+            command = [*drop_privileges(self.run_as), *command]
         env = os.environ | {"LC_ALL": "C", "LANG": "C"}
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=self.root)
 
@@ -154,9 +165,8 @@ def start_server() -> PostgresServer:
     """Find the binaries, make the temp folder (owned by the server's user when root) and start."""
     bin_dir = find_bin_dir()
     run_as = unprivileged_user() if os.geteuid() == 0 else None
-    if run_as is not None and shutil.which("runuser") is None:
-        raise PostgresUnavailable("running as root but runuser (util-linux) is missing, so postgres cannot "
-                                  "drop privileges")
+    if run_as is not None:
+        drop_privileges(run_as)  # fail early, in one line, when neither tool is there
     # As root, under /tmp itself: pytest's own temp folders are private to root.
     root = Path(tempfile.mkdtemp(prefix="charlm-pg-", dir="/tmp" if run_as is not None else None))
     server = PostgresServer(bin_dir, root, free_port(), run_as)
