@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--check", action="store_true",
                       help="check the config, models and database, generate a sample, and exit")
     mode.add_argument("--health", action="store_true",
-                      help="exit 0 if the running bot's health file is fresh, else 1 with the reason")
+                      help="exit 0 if the running bot's health file is fresh and its database opens, else 1 "
+                           "with the reason; lists this process's shards and the database")
     return parser
 
 
@@ -40,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         if args.health:
-            from bot.health import check_health
+            from bot.health import probe
 
-            problem = check_health(config.health_file)
-            print(problem or "healthy", file=sys.stderr if problem else sys.stdout)
+            lines, problem = probe(config)
+            if problem:
+                print(problem, file=sys.stderr)
+            print("\n".join(lines if problem else ["healthy", *lines]))
             return 1 if problem else 0
         from bot.finetune.settings import finetune_config
 

@@ -73,6 +73,16 @@ def snowflake_list() -> Rule:
     return Rule("a list of Discord user ids (positive integers)", accept)
 
 
+def shard_list() -> Rule:
+    def accept(value: Any) -> tuple[int, ...] | None:
+        if not isinstance(value, list):
+            return None
+        ids = [v for v in value if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
+        return tuple(sorted(ids)) if len(ids) == len(value) == len(set(ids)) else None
+
+    return Rule("a list of distinct shard numbers (integers from 0)", accept)
+
+
 def setting(default: Any, rule: Rule) -> Any:
     """A dataclass field with its default and the rule its TOML value must pass."""
     return field(default=default, metadata={"rule": rule})
@@ -142,6 +152,15 @@ class DiscordConfig:
     sync_guild_id: int = setting(0, integer(0, 2**63 - 1))
     api_base: str = setting("", text())
     gateway_url: str = setting("", text())
+    shard_count: int = setting(0, integer(0, 65535))
+    """Shards across every process; 0 asks Discord (GET /gateway/bot)."""
+    shard_ids: tuple[int, ...] = setting((), shard_list())
+    """Shards this process runs; empty: all of them."""
+
+    @property
+    def syncs_commands(self) -> bool:
+        """Only the process running shard 0 syncs, so several processes never race on it."""
+        return not self.shard_ids or 0 in self.shard_ids
 
 
 @dataclass(frozen=True)
@@ -169,7 +188,9 @@ class Config:
 
     @property
     def health_file(self) -> Path:
-        return self.bot.data_dir / "health.json"
+        """One per process: processes running different shards may share data_dir."""
+        ids = self.discord.shard_ids
+        return self.bot.data_dir / ("health.json" if not ids else f"health-shards-{'-'.join(map(str, ids))}.json")
 
 
 TABLES = [f.name for f in dataclasses.fields(Config) if f.name not in ("path", "other_tables")]
@@ -218,6 +239,13 @@ def _check_together(config: Config, where: str) -> None:
                           f"({g.max_temperature:g}), got {g.default_temperature:g}")
     if config.limits.cooldown_uses and not config.limits.cooldown_seconds:
         raise ConfigError(f"{where}: [limits] cooldown_seconds must be above 0 when cooldown_uses is set")
+    d = config.discord
+    if d.shard_ids and not d.shard_count:
+        raise ConfigError(f"{where}: [discord] shard_ids needs shard_count (the shards of every process together), "
+                          "got shard_count = 0")
+    if d.shard_ids and d.shard_ids[-1] >= d.shard_count:
+        raise ConfigError(f"{where}: [discord] shard_ids must be below shard_count ({d.shard_count}), "
+                          f"got {list(d.shard_ids)}")
 
 
 def parse_config(data: dict[str, Any], path: Path) -> Config:

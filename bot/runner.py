@@ -21,21 +21,39 @@ EXTENSIONS = ["bot.cog", "bot.finetune"]
 """Extensions the standalone bot loads, in order (the fine-tune cog adds its own)."""
 
 
-class CharLMBot(commands.Bot):
-    """A discord.py bot that owns the services its cogs share."""
+class CharLMBot(commands.AutoShardedBot):
+    """A discord.py bot that owns the services its cogs share.
+
+    Sharded as [discord] shard_count/shard_ids say (0/empty: as many as Discord recommends,
+    all in this process); one shard is just the unsharded bot.
+    """
 
     def __init__(self, config: Config, **options) -> None:
+        settings = config.discord
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
-                         help_command=None, allowed_mentions=discord.AllowedMentions.none(), **options)
+                         help_command=None, allowed_mentions=discord.AllowedMentions.none(),
+                         shard_count=settings.shard_count or None, shard_ids=list(settings.shard_ids) or None,
+                         **options)
         self.config = config
         self.charlm: BotContext | None = None
-        self.gateway_up = False
-        """True between the gateway's READY (or RESUMED) and the next disconnect."""
+        self.shard_up: dict[int, bool] = {}
+        """Per shard of this process: True between its READY (or RESUMED) and its next disconnect."""
+        self._health_lock = asyncio.Lock()
+        """The loop and shard events both write the file; one at a time."""
+
+    def own_shard_ids(self) -> list[int]:
+        """The shards this process runs (known once discord.py has the shard count)."""
+        if self.shard_ids:
+            return list(self.shard_ids)
+        return list(range(self.shard_count or 0))
 
     async def setup_hook(self) -> None:
         self.charlm = await BotContext.open(self.config)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        if not self.config.discord.syncs_commands:
+            log.info("not syncing commands: the process running shard 0 does")
+            return
         guild_id = self.config.discord.sync_guild_id
         if guild_id:
             guild = discord.Object(guild_id)
@@ -46,19 +64,30 @@ class CharLMBot(commands.Bot):
             synced = await self.tree.sync()
             log.info("synced %d commands globally (new commands can take a while to appear)", len(synced))
 
-    async def on_connect(self) -> None:
-        """The gateway is up: commands are served from here on, before `on_ready`, which
+    async def on_shard_connect(self, shard_id: int) -> None:
+        """A shard's gateway is up: commands are served from here on, before `on_ready`, which
         discord.py delays until every server has streamed in. Health follows this, or a
         probe right after the first command would see no health file yet."""
-        self.gateway_up = True
+        await self._shard_state(shard_id, True)
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        await self._shard_state(shard_id, True)
+
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        await self._shard_state(shard_id, True)
+
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        await self._shard_state(shard_id, False)
+
+    async def _shard_state(self, shard_id: int, up: bool) -> None:
+        """Record it and rewrite the health file now, not at the next refresh."""
+        changed = self.shard_up.get(shard_id) is not up
+        self.shard_up[shard_id] = up
         if not self.refresh_health.is_running():
-            self.refresh_health.start()
-
-    async def on_resumed(self) -> None:
-        self.gateway_up = True
-
-    async def on_disconnect(self) -> None:
-        self.gateway_up = False
+            if up and not self.is_closed():
+                self.refresh_health.start()
+        elif changed:
+            await self.refresh_health()
 
     async def on_ready(self) -> None:
         log.info("logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?",
@@ -66,10 +95,14 @@ class CharLMBot(commands.Bot):
 
     @tasks.loop(seconds=INTERVAL)
     async def refresh_health(self) -> None:
-        connected = self.gateway_up and not self.is_closed()
+        closed = self.is_closed()
+        shards = {i: self.shard_up.get(i, False) and not closed for i in self.own_shard_ids()}
+        connected = bool(shards) and all(shards.values())
         engine_alive = self.charlm is not None and await self.charlm.engine_alive()
         try:
-            await asyncio.to_thread(write_health, self.config.health_file, connected, engine_alive)
+            async with self._health_lock:
+                await asyncio.to_thread(write_health, self.config.health_file, connected, engine_alive,
+                                        shards=shards, shard_count=self.shard_count)
         except OSError as exc:
             log.warning("cannot write %s: %s", self.config.health_file, exc)
 
@@ -81,6 +114,9 @@ class CharLMBot(commands.Bot):
         if self.charlm is not None:
             await self.charlm.close()
             self.charlm = None
+        if self.shard_up:  # say so at once, rather than letting --health wait for the file to go stale
+            self.shard_up = dict.fromkeys(self.shard_up, False)
+            await self.refresh_health()
 
 
 def point_at(settings: DiscordConfig) -> None:

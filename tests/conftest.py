@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.discord_double.fixtures import discord_log_guard  # noqa: E402,F401
+from tests.postgres import postgres, postgres_url  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.health import STALE_AFTER, check_health, write_health
+from bot.health import STALE_AFTER, check_health, shard_lines, write_health
 from tests.discord_double import running_double
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,17 +76,31 @@ def test_running_without_a_token_says_how_to_get_one(tmp_path: Path) -> None:
     assert "Bot -> Reset Token" in result.stderr and "export DISCORD_TOKEN=" in result.stderr
 
 
-def test_health_follows_the_health_file(tmp_path: Path) -> None:
+def test_health_follows_the_health_file_and_the_database(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text("", "utf-8")
     health = tmp_path / "data" / "health.json"
+    database = tmp_path / "data" / "history.sqlite3"
+    db_ok = f"database sqlite {database}: ok"
 
     missing = run_bot("--health", "--config", str(config), cwd=tmp_path)
     assert missing.returncode == 1 and missing.stderr.startswith("no health file at")
+    assert missing.stdout == f"database sqlite {database}: missing\n"
 
-    write_health(health, connected=True, engine_alive=True)
+    write_health(health, connected=True, engine_alive=True, shards={0: True}, shard_count=1)
+    no_database = run_bot("--health", "--config", str(config), cwd=tmp_path)
+    assert (no_database.returncode, no_database.stderr) == (
+        1, f"database {database} does not exist (the bot creates it when it starts)\n")
+
+    sqlite3.connect(database).close()
     fresh = run_bot("--health", "--config", str(config), cwd=tmp_path)
-    assert (fresh.returncode, fresh.stdout) == (0, "healthy\n")
+    assert (fresh.returncode, fresh.stdout) == (0, f"healthy\nshard 0 of 1: connected\n{db_ok}\n")
+
+    database.write_bytes(b"not a database at all" * 100)
+    broken = run_bot("--health", "--config", str(config), cwd=tmp_path)
+    assert broken.returncode == 1 and broken.stderr.startswith(f"database {database} cannot be opened (")
+    database.unlink()
+    sqlite3.connect(database).close()
 
     write_health(health, connected=True, engine_alive=True, now=time.time() - STALE_AFTER - 5)
     stale = run_bot("--health", "--config", str(config), cwd=tmp_path)
@@ -99,6 +113,16 @@ def test_health_follows_the_health_file(tmp_path: Path) -> None:
     write_health(health, connected=True, engine_alive=False)
     dead = run_bot("--health", "--config", str(config), cwd=tmp_path)
     assert (dead.returncode, dead.stderr) == (1, "the generation engine is not running\n")
+
+    config.write_text("[discord]\nshard_count = 4\nshard_ids = [1, 3]\n", "utf-8")
+    own = tmp_path / "data" / "health-shards-1-3.json"
+    write_health(own, connected=False, engine_alive=True, shards={1: True, 3: False}, shard_count=4)
+    half = run_bot("--health", "--config", str(config), cwd=tmp_path)
+    assert (half.returncode, half.stderr) == (1, "shard 3 of 4 is not connected to Discord\n")
+    assert half.stdout == f"shard 1 of 4: connected\nshard 3 of 4: not connected\n{db_ok}\n"
+    write_health(own, connected=False, engine_alive=True, shards={1: False, 3: False}, shard_count=4)
+    down = run_bot("--health", "--config", str(config), cwd=tmp_path)
+    assert (down.returncode, down.stderr) == (1, "the bot is not connected to Discord\n")
 
 
 def test_the_standalone_bot_runs_against_the_configured_discord_and_stops_on_sigterm(
@@ -124,6 +148,7 @@ def test_the_standalone_bot_runs_against_the_configured_discord_and_stops_on_sig
                 first = await double.send_command("alice", {"text": "Alice", "length": 20}, user="bob")
                 await first.wait_final(timeout=60)
                 assert check_health(tmp_path / "data" / "health.json") is None
+                assert shard_lines(tmp_path / "data" / "health.json") == ["shard 0 of 1: connected"]
                 handle = await double.send_command("alice", {"text": "Alice", "length": 1500}, user="bob")
                 await handle.acknowledged()
                 process.send_signal(signal.SIGTERM)

@@ -61,6 +61,17 @@ def test_values_are_read(tmp_path: Path) -> None:
     assert config.engine.backend == "numpy"
 
 
+def test_shards_are_read_and_name_the_health_file(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path, ""))
+    assert (default.discord.shard_count, default.discord.shard_ids, default.discord.syncs_commands) == (0, (), True)
+    second = load_config(write(tmp_path, "[discord]\nshard_count = 4\nshard_ids = [3, 1]\n"))
+    assert (second.discord.shard_count, second.discord.shard_ids) == (4, (1, 3))
+    assert not second.discord.syncs_commands
+    assert second.health_file == second.bot.data_dir / "health-shards-1-3.json"
+    first = load_config(write(tmp_path, "[discord]\nshard_count = 2\nshard_ids = [0]\n"))
+    assert first.discord.syncs_commands and first.health_file.name == "health-shards-0.json"
+
+
 def test_tables_of_other_cogs_are_kept_for_them(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "[finetune]\nmax_jobs = 1\n"))
     assert config.other_tables == {"finetune": {"max_jobs": 1}}
@@ -116,6 +127,17 @@ BAD = [
      "config.toml: [discord] api_base must be a string, got 5"),
     ("[discord]\ngateway_url = []",
      "config.toml: [discord] gateway_url must be a string, got []"),
+    ("[discord]\nshard_count = -1",
+     "config.toml: [discord] shard_count must be an integer between 0 and 65535, got -1"),
+    ("[discord]\nshard_ids = [0, 0]",
+     "config.toml: [discord] shard_ids must be a list of distinct shard numbers (integers from 0), got [0, 0]"),
+    ("[discord]\nshard_ids = 1",
+     "config.toml: [discord] shard_ids must be a list of distinct shard numbers (integers from 0), got 1"),
+    ("[discord]\nshard_ids = [1]",
+     "config.toml: [discord] shard_ids needs shard_count (the shards of every process together), "
+     "got shard_count = 0"),
+    ("[discord]\nshard_count = 2\nshard_ids = [1, 2]",
+     "config.toml: [discord] shard_ids must be below shard_count (2), got [1, 2]"),
     ("[models]\nalice = 1",
      "config.toml: [models] alice must be a non-empty path string, got 1"),
     ("[bot]\ndata_dir = false",

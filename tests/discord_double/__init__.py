@@ -4,7 +4,9 @@ from .bot_runner import running_bot
 from .gateway import ResumeRecord
 from .interactions import InteractionHandle
 from .log_guard import LogGuard, guard_errors
-from .models import MANAGE_GUILD, ChannelSpec, GuildSpec, UserSpec, World, default_world
+from .models import (
+    MANAGE_GUILD, ChannelSpec, GuildSpec, UserSpec, World, default_world, guild_id_on_shard, shard_of, sharded_world,
+)
 from .recording import RecordedFile, RecordedRequest, Revision, StoredAttachment, StoredMessage, Violation
 from .rest import RateLimitRule
 from .server import DiscordDouble, patch_discord, running_double
@@ -12,5 +14,6 @@ from .server import DiscordDouble, patch_discord, running_double
 __all__ = [
     "MANAGE_GUILD", "ChannelSpec", "DiscordDouble", "GuildSpec", "InteractionHandle", "LogGuard", "RateLimitRule",
     "RecordedFile", "RecordedRequest", "ResumeRecord", "Revision", "StoredAttachment", "StoredMessage", "UserSpec",
-    "Violation", "World", "default_world", "guard_errors", "patch_discord", "running_bot", "running_double",
+    "Violation", "World", "default_world", "guard_errors", "guild_id_on_shard", "patch_discord", "running_bot",
+    "running_double", "shard_of", "sharded_world",
 ]

@@ -27,6 +27,7 @@ def build_world(args: argparse.Namespace) -> World:
         ]
     if args.user:
         world.users = [parse_user(u) for u in args.user]
+    world.shards = args.shards
     return world
 
 
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--guild-id", type=int, action="append", help="repeatable")
     parser.add_argument("--channel-id", type=int, action="append", help="text channel per guild, in order")
     parser.add_argument("--user", action="append", help="ID:NAME[:manage], repeatable")
+    parser.add_argument("--shards", type=int, default=1, help="shard count GET /gateway/bot recommends")
     parser.add_argument("--heartbeat-ms", type=int, default=41250)
     parser.add_argument("--ack-deadline", type=float, default=3.0)
     parser.add_argument("--log-level", default="WARNING")

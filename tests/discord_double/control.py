@@ -69,6 +69,9 @@ def control_routes(double: DiscordDouble) -> list[web.RouteDef]:
             "ready": gw.current is not None and gw.current.ready,
             "identifies": gw.identifies,
             "resumes": len(gw.resumes),
+            "shards": double.world.shards,
+            "sessions": [{"shard": list(s.shard), "ready": s.ready, "connected": s.conn is not None}
+                         for s in gw.sessions.values()],
             "global_commands": sorted(double.commands()),
             "guild_commands": {str(g): sorted(c) for g, c in double.rest.guild_commands.items()},
             "violations": [{"kind": v.kind, "detail": v.detail} for v in double.violations],
@@ -78,7 +81,7 @@ def control_routes(double: DiscordDouble) -> list[web.RouteDef]:
     async def wait_ready(request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}
         timeout = float(body.get("timeout", 60))
-        await double.wait_ready(timeout)
+        await double.wait_ready(timeout, body.get("shards"))
         if body.get("commands"):
             await double.wait_commands(body["commands"], body.get("guild_id"), timeout)
         return await state(request)

@@ -1,4 +1,9 @@
-"""Gateway websocket: HELLO/IDENTIFY/READY, heartbeats, RESUME with replay, zlib-stream frames."""
+"""Gateway websocket: HELLO/IDENTIFY/READY, heartbeats, RESUME with replay, zlib-stream frames, sharding.
+
+Sharding follows Discord: IDENTIFY's `shard: [id, count]` decides which guilds a session
+gets (guild shard = (guild_id >> 22) % count, DMs on shard 0); a bad pair closes with 4010,
+and a session that would hold more than `world.max_guilds_per_session` guilds with 4011.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +18,16 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .interactions import Notifier
-from .models import World
+from .models import World, shard_of
 
 log = logging.getLogger("tests.discord_double")
 
 DISPATCH, HEARTBEAT, IDENTIFY, RESUME, RECONNECT, REQUEST_MEMBERS, INVALID_SESSION, HELLO, HEARTBEAT_ACK = (
     0, 1, 2, 6, 7, 8, 9, 10, 11,
 )
+INVALID_SHARD, SHARDING_REQUIRED = 4010, 4011
+GUILD_EVENTS = {"GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"}
+"""Events whose guild is data["id"]; every other guild event names it in data["guild_id"]."""
 
 
 class Connection:
@@ -56,6 +64,13 @@ class Session:
     log: list[dict[str, Any]] = field(default_factory=list)
     conn: Connection | None = None
     ready: bool = False
+    shard: tuple[int, int] = (0, 1)
+    """(shard_id, num_shards) from IDENTIFY; an unsharded session is (0, 1) and sees every guild."""
+
+    def owns(self, guild_id: int | None) -> bool:
+        """Discord's rule: a guild belongs to shard (guild_id >> 22) % num_shards; DMs to shard 0."""
+        shard_id, count = self.shard
+        return (0 if guild_id is None else shard_of(guild_id, count)) == shard_id
 
 
 @dataclass
@@ -67,8 +82,20 @@ class ResumeRecord:
     at: float
 
 
+def parse_shard(value: Any) -> tuple[int, int] | None:
+    """IDENTIFY's optional `shard`: [shard_id, num_shards] with 0 <= shard_id < num_shards, else None."""
+    if value is None:
+        return (0, 1)
+    ok = (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)
+          and value[1] >= 1 and 0 <= value[0] < value[1])
+    return (value[0], value[1]) if ok else None
+
+
 class Gateway:
-    """Serves the gateway for one bot; dispatch() targets the most recently identified session."""
+    """Serves the gateway for one bot (one or several shard sessions at once).
+
+    dispatch() sends an event over the newest session of the shard that owns its guild.
+    """
 
     def __init__(self, world: World, notifier: Notifier, heartbeat_interval_ms: int) -> None:
         self.world = world
@@ -82,6 +109,8 @@ class Gateway:
         self.identifies = 0
         self.heartbeats = 0
         self.resumes: list[ResumeRecord] = []
+        self.rejected: list[tuple[int, Any]] = []
+        """(close code, IDENTIFY's shard) for every IDENTIFY closed with 4010/4011."""
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -114,23 +143,33 @@ class Gateway:
             self.heartbeats += 1
             await conn.send({"op": HEARTBEAT_ACK})
         elif op == IDENTIFY:
-            await self._identify(conn)
+            await self._identify(conn, data or {})
         elif op == RESUME:
             await self._resume(conn, data)
         elif op == REQUEST_MEMBERS:
-            await self._members_chunk(data)
+            await self._members_chunk(conn, data)
         await self.notifier.bump()
 
-    async def _identify(self, conn: Connection) -> None:
+    async def _identify(self, conn: Connection, data: dict[str, Any]) -> None:
+        w = self.world
+        shard = parse_shard(data.get("shard"))
+        if shard is None:
+            self.rejected.append((INVALID_SHARD, data.get("shard")))
+            await conn.ws.close(code=INVALID_SHARD, message=b"Invalid shard.")
+            return
+        session = Session(secrets.token_hex(16), conn=conn, shard=shard)
+        guilds = [g for g in w.guilds if session.owns(g.id)]
+        if len(guilds) > w.max_guilds_per_session:
+            self.rejected.append((SHARDING_REQUIRED, data.get("shard")))
+            await conn.ws.close(code=SHARDING_REQUIRED, message=b"Sharding required.")
+            return
         self.identifies += 1
-        session = Session(secrets.token_hex(16), conn=conn)
         self.sessions[session.id] = session
         self.current = session
-        w = self.world
-        await self._dispatch(session, "READY", {
+        ready: dict[str, Any] = {
             "v": 10,
             "user": w.bot.payload(),
-            "guilds": [{"id": str(g.id), "unavailable": True} for g in w.guilds],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
             "session_id": session.id,
             "resume_gateway_url": self.resume_url,
             "application": {"id": str(w.application_id), "flags": 0},
@@ -138,8 +177,11 @@ class Gateway:
             "relationships": [],
             "presences": [],
             "session_type": "normal",
-        })
-        for guild in w.guilds:
+        }
+        if "shard" in data:
+            ready["shard"] = list(shard)
+        await self._dispatch(session, "READY", ready)
+        for guild in guilds:
             await self._dispatch(session, "GUILD_CREATE", guild.payload(w.users, w.bot))
         session.ready = True
 
@@ -156,10 +198,14 @@ class Gateway:
         self.resumes.append(ResumeRecord(session.id, client_seq, len(missed), conn.path, self._now()))
         await self._dispatch(session, "RESUMED", {})
 
-    async def _members_chunk(self, data: dict[str, Any]) -> None:
+    async def _members_chunk(self, conn: Connection, data: dict[str, Any]) -> None:
+        """Answer on the session that asked (the shard owning the guild)."""
         guild_id = int(data["guild_id"])
         members = [u.member_payload() for u in [self.world.bot, *self.world.users]]
-        await self.dispatch("GUILD_MEMBERS_CHUNK", {
+        session = next((s for s in self.sessions.values() if s.conn is conn), None)
+        if session is None:
+            return
+        await self._dispatch(session, "GUILD_MEMBERS_CHUNK", {
             "guild_id": str(guild_id),
             "members": members,
             "chunk_index": 0,
@@ -175,15 +221,36 @@ class Gateway:
         if session.conn is not None:
             await session.conn.send(entry)
 
-    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send an event to the bot; while it is reconnecting the event waits for the RESUME replay."""
+    def session_for(self, guild_id: int | None) -> Session | None:
+        """The newest session whose shard owns guild_id (None: a DM, shard 0)."""
+        owners = [s for s in self.sessions.values() if s.owns(guild_id)]
+        return owners[-1] if owners else None
+
+    def shard_session(self, shard_id: int) -> Session | None:
+        """The newest session identified as shard_id (of any count)."""
+        matching = [s for s in self.sessions.values() if s.shard[0] == shard_id]
+        return matching[-1] if matching else None
+
+    async def dispatch(self, event: str, data: dict[str, Any], guild_id: int | None = None) -> None:
+        """Send an event over the session of the shard owning its guild (data's guild_id, or id for
+        GUILD_* events; none: shard 0); while that session reconnects, the event waits for RESUME."""
+        if guild_id is None:
+            raw = data.get("id") if event in GUILD_EVENTS else data.get("guild_id")
+            guild_id = int(raw) if raw is not None else None
         if self.current is None:
             raise RuntimeError("no bot has identified on the gateway yet")
-        await self._dispatch(self.current, event, data)
+        session = self.session_for(guild_id)
+        if session is None:
+            raise RuntimeError(f"no session owns guild {guild_id}: identified shards are "
+                               f"{sorted({s.shard for s in self.sessions.values()})}")
+        await self._dispatch(session, event, data)
 
-    async def force_reconnect(self, how: str = "op7", timeout: float = 10.0) -> ResumeRecord:
-        """Make the bot reconnect (op 7 RECONNECT, or a close with resumable code 4000) and wait for RESUME."""
-        session = self.current
+    async def force_reconnect(self, how: str = "op7", timeout: float = 10.0, shard_id: int | None = None) -> ResumeRecord:
+        """Make the bot reconnect (op 7 RECONNECT, or a close with resumable code 4000) and wait for RESUME.
+
+        shard_id picks that shard's session; default: the most recently identified one.
+        """
+        session = self.current if shard_id is None else self.shard_session(shard_id)
         if session is None or session.conn is None:
             raise RuntimeError("no connected session to disconnect")
         before = len(self.resumes)

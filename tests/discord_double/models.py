@@ -22,6 +22,24 @@ def snowflake() -> int:
     return (ms << 22) | (next(_counter) % (1 << 22))
 
 
+def shard_of(guild_id: int, num_shards: int) -> int:
+    """Discord's rule for which shard receives a guild's events."""
+    return (guild_id >> 22) % num_shards
+
+
+SHARDED_EPOCH_MS = 1 << 38
+"""Timestamp part (ms since the Discord epoch, in 2028) of guild ids made by guild_id_on_shard."""
+
+
+def guild_id_on_shard(shard_id: int, num_shards: int, index: int = 0) -> int:
+    """A fixed guild id that lands on shard_id of num_shards; index gives further distinct ones."""
+    if not 0 <= shard_id < num_shards:
+        raise ValueError(f"shard {shard_id} is not one of {num_shards} shards")
+    timestamp = SHARDED_EPOCH_MS + index * num_shards
+    timestamp += (shard_id - timestamp) % num_shards
+    return (timestamp << 22) | 1
+
+
 def iso_now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -162,6 +180,10 @@ class World:
     owner: UserSpec = field(default_factory=lambda: UserSpec(900000000000000003, "owner"))
     guilds: list[GuildSpec] = field(default_factory=list)
     users: list[UserSpec] = field(default_factory=list)
+    shards: int = 1
+    """What GET /gateway/bot recommends (discord.py's AutoShardedClient uses it when not told)."""
+    max_guilds_per_session: int = 2500
+    """A session that would hold more guilds is closed with 4011 Sharding required, as on Discord."""
 
     def guild(self, guild_id: int | None) -> GuildSpec:
         if guild_id is None:
@@ -205,3 +227,18 @@ def default_world() -> World:
         UserSpec(930000000000000002, "bob"),
     ]
     return World(guilds=[guild], users=users)
+
+
+def sharded_world(num_shards: int, guilds_per_shard: int = 1) -> World:
+    """default_world()'s users with guilds spread over num_shards (GET /gateway/bot says num_shards).
+
+    Guild i of shard s is guild_id_on_shard(s, num_shards, i), with one text channel (guild id + 1).
+    """
+    world = default_world()
+    world.shards = num_shards
+    world.guilds = []
+    for index in range(guilds_per_shard):
+        for shard_id in range(num_shards):
+            gid = guild_id_on_shard(shard_id, num_shards, index)
+            world.guilds.append(GuildSpec(gid, f"Shard {shard_id} guild {index}", (ChannelSpec(gid + 1, "general"),)))
+    return world

@@ -87,7 +87,7 @@ class RestApi:
             web.get(API + "/users/{user_id}", self.get_user),
             web.get(API + "/oauth2/applications/@me", self.get_application),
             web.get(API + "/gateway", self.get_gateway),
-            web.get(API + "/gateway/bot", self.get_gateway),
+            web.get(API + "/gateway/bot", self.get_gateway_bot),
             r("*", API + "/applications/{app}/commands", self.commands),
             r("*", API + "/applications/{app}/guilds/{guild_id}/commands", self.commands),
             web.post(API + "/interactions/{interaction_id}/{token}/callback", self.callback),
@@ -204,8 +204,12 @@ class RestApi:
         return json_reply(self.world.application_payload())
 
     async def get_gateway(self, request: web.Request) -> web.Response:
+        return json_reply({"url": self.gateway_url})
+
+    async def get_gateway_bot(self, request: web.Request) -> web.Response:
+        """The recommended shard count is the world's `shards` (Discord: one per ~1,000 guilds)."""
         limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
-        return json_reply({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        return json_reply({"url": self.gateway_url, "shards": self.world.shards, "session_start_limit": limit})
 
     async def get_channel(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel_id"])

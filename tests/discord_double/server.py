@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -47,12 +47,15 @@ class DiscordDouble:
         users: list[UserSpec] | None = None,
         heartbeat_interval_ms: int = 41250,
         ack_deadline: float = 3.0,
+        shards: int | None = None,
     ) -> None:
         self.world = world or default_world()
         if guilds is not None:
             self.world.guilds = guilds
         if users is not None:
             self.world.users = users
+        if shards is not None:
+            self.world.shards = shards
         self.notifier = Notifier()
         self.gateway = Gateway(self.world, self.notifier, heartbeat_interval_ms)
         self.rest = RestApi(self.world, self.notifier, ack_deadline)
@@ -157,17 +160,29 @@ class DiscordDouble:
         """Pretend commands were synced earlier (for bots that do not sync on every start)."""
         self.rest.store_commands(commands, guild_id)
 
-    async def wait_ready(self, timeout: float = 10.0) -> None:
-        """Wait until a bot identified and got READY plus every GUILD_CREATE."""
-        await self.notifier.wait_for(lambda: self.gateway.current is not None and self.gateway.current.ready, timeout)
+    async def wait_ready(self, timeout: float = 10.0, shards: Iterable[int] | None = None) -> None:
+        """Wait until a bot identified and got READY plus every GUILD_CREATE; with `shards`, until
+        each of those shard ids has such a session (from one process or several)."""
+        if shards is None:
+            await self.notifier.wait_for(lambda: self.gateway.current is not None and self.gateway.current.ready,
+                                         timeout)
+            return
+        wanted = list(shards)
+
+        def all_ready() -> bool:
+            sessions = [self.gateway.shard_session(shard_id) for shard_id in wanted]
+            return all(s is not None and s.ready and s.conn is not None for s in sessions)
+
+        await self.notifier.wait_for(all_ready, timeout)
 
     async def wait_commands(self, names: list[str], guild_id: int | None = None, timeout: float = 10.0) -> None:
         """Wait until the bot synced commands with these names (globally or in guild_id)."""
         await self.notifier.wait_for(lambda: all(n in self.commands(guild_id) for n in names), timeout)
 
-    async def force_reconnect(self, how: str = "op7", timeout: float = 10.0) -> ResumeRecord:
-        """Disconnect the bot ('op7' RECONNECT or 'close' code 4000) and wait until it RESUMEd."""
-        return await self.gateway.force_reconnect(how, timeout)
+    async def force_reconnect(self, how: str = "op7", timeout: float = 10.0, shard_id: int | None = None) -> ResumeRecord:
+        """Disconnect the bot ('op7' RECONNECT or 'close' code 4000) and wait until it RESUMEd
+        (shard_id: that shard's session; default the newest)."""
+        return await self.gateway.force_reconnect(how, timeout, shard_id)
 
     # ---- interactions -------------------------------------------------------------------------------
 
