@@ -198,7 +198,8 @@ class FinetuneCog(commands.Cog):
             await tell(interaction, NOT_ADMIN)
             return
         guild_id = interaction.guild_id
-        active = self.runner.running_for(guild_id) or await self.store.active(guild_id)
+        running = self.runner.running_for(guild_id)
+        active = running.job if running else await self.store.active(guild_id)
         if active is not None:
             await tell(interaction, "This server already has a fine-tune job; wait for it or `/finetune cancel` "
                                     "it.\n" + await self._describe(active))
