@@ -278,3 +278,10 @@ class Registry:
             for p in folder.parent.glob(f".{folder.name}.*"):
                 shutil.rmtree(p, ignore_errors=True)
         shutil.rmtree(folder, ignore_errors=True)
+        parent = folder.parent
+        while parent != self.root and self.root in parent.parents:  # the model's, then the server's folder
+            try:
+                parent.rmdir()  # only if empty
+            except OSError:
+                break
+            parent = parent.parent

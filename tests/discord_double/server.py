@@ -181,7 +181,9 @@ class DiscordDouble:
     async def add_guild(self, guild: GuildSpec) -> None:
         """The bot is added to a guild: GUILD_CREATE with the whole guild."""
         self.world.guilds.append(guild)
-        await self.gateway.dispatch("GUILD_CREATE", guild.payload(self.world.users, self.world.bot))
+        payload = guild.payload(self.world.users, self.world.bot)
+        del payload["unavailable"]  # a join carries no `unavailable`; `false` means an outage ended
+        await self.gateway.dispatch("GUILD_CREATE", payload)
 
     # ---- interactions -------------------------------------------------------------------------------
 
@@ -269,10 +271,13 @@ class DiscordDouble:
         """Click a button (or pick select `values`) on a message the bot sent."""
         if custom_id not in message.custom_ids():
             raise KeyError(f"message {message.id} has no component {custom_id!r}; it has {message.custom_ids()}")
-        guild = self.world.guild(message.guild_id)
-        payload = interaction_base(
-            self.world, COMPONENT, guild, message.channel_id, self.world.user(user), permissions, "en-US"
-        )
+        if message.guild_id is None:  # a message in a DM with the bot
+            payload = dm_interaction_base(self.world, COMPONENT, self.world.user(user), "en-US")
+        else:
+            guild = self.world.guild(message.guild_id)
+            payload = interaction_base(
+                self.world, COMPONENT, guild, message.channel_id, self.world.user(user), permissions, "en-US"
+            )
         payload["data"] = {"custom_id": custom_id, "component_type": component_type}
         if values is not None:
             payload["data"]["values"] = values
