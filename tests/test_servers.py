@@ -179,7 +179,7 @@ def test_the_queue_positions_cancel_and_a_restart(tmp_path: Path, tiny_model: Pa
 
         status_b = await ask(double, "finetune status", user="carol", guild=B)
         assert "queued, number 1 in line" in status_b and "a-secret" not in status_b
-        assert await ask(double, "finetune cancel", guild=C, user="alice") .startswith("**Fine-tune #3")
+        assert (await ask(double, "finetune cancel", guild=C, user="alice")).startswith("**Fine-tune #3")
         await short_c.wait_until(has("cancelled before it started"), timeout=10)
         # A's job ends: B's starts, and its message says so
         await ask(double, "finetune cancel", guild=A, user="alice", timeout=20)

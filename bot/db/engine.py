@@ -38,7 +38,8 @@ def head() -> str:
 def _upgrade(connection: sa.Connection) -> None:
     current = MigrationContext.configure(connection).get_current_revision()
     script = ScriptDirectory.from_config(alembic_config())
-    if current is not None and script.get_revision(current) is None:
+    known = {r.revision for r in script.walk_revisions()}
+    if current is not None and current not in known:
         raise DatabaseError(f"the database has schema {current}, newer than this bot's {head()}")
     if current != head():
         log.info("migrating the database from schema %s to %s", current or "(empty)", head())
