@@ -363,3 +363,21 @@ async def scenario_restart(double: DiscordDouble, bot: CharLMBot) -> None:
     """A second start imports nothing twice."""
     assert await footer(double, "seuss", A) == "seuss v1"
     assert len(await bot.get_cog("FinetuneCog").store.latest(A, 10)) == 1
+
+
+def test_owners_are_the_applications_team_or_the_configs_user_ids(tmp_path: Path, tiny_model: Path) -> None:
+    config = write_config(tmp_path, tiny_model)
+    config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, user_ids=(BOB,)))
+    team_world = world()
+    team_world.team = (UserSpec(900000000000000009, "dev"),)
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        for user in ("dev", "bob"):  # a team member (GET /oauth2/applications/@me), a user id in [admin]
+            shown = await ask(double, "models", {"model": "seuss", "everyone": True}, user=user, guild=B)
+            assert shown.startswith("**seuss** (every server's default: v0)"), shown
+        refused = await ask(double, "models", {"model": "seuss", "everyone": True}, user="carol", guild=B)
+        assert refused.startswith("Only the bot's owners")
+        assert (await ask(double, "models", {"model": "seuss", "serve": "v0", "everyone": True}, user="dev",
+                          guild=None)).startswith("Now serving **seuss v0** as every server's default")
+
+    run(config, scenario, team_world)

@@ -80,6 +80,9 @@ async def import_legacy(db: AsyncEngine, settings: FinetuneConfig, data_dir: Pat
                 values.update(state="interrupted", finished_at=time.time(),
                               error="the bot stopped while this job was training")
             await conn.execute(sa.insert(jobs).values(values))
+        if found["jobs"] and conn.dialect.name == "postgresql":  # ids were given: move the sequence past them
+            await conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('jobs', 'id'), "
+                                       "(SELECT MAX(id) FROM jobs))"))
         made_by = {(j["target"], j["target_version"]): j for j in found["jobs"] if j["state"] == "succeeded"}
         ids: dict[tuple[str, int], tuple[int, int]] = {}
         for name, number, folder, card in found["versions"]:

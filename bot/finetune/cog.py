@@ -115,6 +115,8 @@ class FinetuneCog(commands.Cog):
             raise
         self.context.resolver = self.resolve
         self.purge_departed.start()
+        if self.bot.is_ready():  # loaded into a running bot: on_ready has been and gone
+            asyncio.get_running_loop().create_task(self.runner.pump())
 
     async def cog_unload(self) -> None:
         self.purge_departed.cancel()
@@ -144,6 +146,7 @@ class FinetuneCog(commands.Cog):
     async def on_guild_join(self, guild: discord.Guild) -> None:
         if await self.departures.returned(guild.id):
             log.info("guild %s added the bot back; its data is kept", guild.id)
+            await self.runner.pump()  # its queued job may go ahead again
 
     @tasks.loop(hours=1)
     async def purge_departed(self) -> None:
