@@ -156,7 +156,16 @@ def test_registry_scopes_serving_pruning_and_discard(tmp_path: Path) -> None:
         (half.parent / ".v9.abc.tmp").mkdir()
         registry.discard(half)
         assert sorted(p.name for p in half.parent.iterdir()) == ["v3"]
+
+        with pytest.raises(CharLMError, match=r"alice has no version 'v7' here \(it has v0, v3\)"):
+            (await registry.model(20, "alice")).version("v7")
+        with pytest.raises(CharLMError, match="There is no model called 'bob' here"):
+            await registry.model(20, "bob")
         await db.dispose()
+
+    with pytest.raises(CharLMError, match="not a usable model name"):
+        check_name("Dr Seuss!")
+    assert check_name(" Poems ") == "poems"
 
     asyncio.run(main())
 

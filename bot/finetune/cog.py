@@ -32,7 +32,7 @@ from bot.finetune.jobs import JobRunner
 from bot.finetune.pool import LoadedVersions
 from bot.finetune.registry import Registry, Version, check_name
 from bot.finetune.settings import FinetuneConfig
-from bot.finetune.store import Busy, Job, JobStore
+from bot.finetune.store import Job, JobStore
 from bot.finetune.uploads import check_corpus, check_declared_size, download, safe_filename
 from bot.respond import NO_MENTIONS, answer_error, tell
 
