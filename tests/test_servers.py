@@ -109,11 +109,11 @@ def test_a_servers_fine_tune_stays_there_until_an_owner_publishes_it(tmp_path: P
         status = await ask(double, "finetune status", user="carol", guild=B)
         assert "a-secret" not in status and f"<@{ALICE}>" not in status and "seuss" not in status
         assert "pirate" in status  # B's own job, running beside A's (concurrent_jobs = 2)
+        assert await ask(double, "finetune cancel", user="carol", guild=C) == \
+            "This server has no fine-tune job running or queued."  # and A's job goes on
         final_a = await job_a.wait_final(has("now serving"), timeout=120)
         assert "✅ now serving **seuss v1** in this server" in final_a.content
         await job_b.wait_final(has("now serving"), timeout=120)
-        assert await ask(double, "finetune cancel", user="carol", guild=C) == \
-            "This server has no fine-tune job running or queued."
 
         # A's fine-tune changes A's /seuss, not B's; the label is the one /models lists
         assert await footer(double, "seuss", A) == "seuss v1"
@@ -219,7 +219,7 @@ def test_quotas_per_server_and_each_server_its_own_pirate(tmp_path: Path, tiny_m
             "corpus": double.add_attachment("p.txt", rhymes(9_000)), "base": "alice", "name": "parrot"},
             user="alice", guild_id=A)
         await refused.wait_final()
-        assert said(refused) == ("This server already has 1 models, the most this bot allows ([finetune] "
+        assert said(refused) == ("This server already has 1 model, the most this bot allows ([finetune] "
                                  "max_models); make a new version of one of them instead.")
         second = await start(double, A, rhymes(9_000), name="pirate", force=True)
         await second.wait_final(has("now serving **pirate v2**"), timeout=120)

@@ -218,8 +218,9 @@ class FinetuneCog(commands.Cog):
         target = check_name(name) if name else source.model
         owned = await self.registry.owned_names(guild_id)
         if target not in BUILTIN and target not in owned and len(owned) >= s.max_models:
-            raise CharLMError(f"This server already has {len(owned)} models, the most this bot allows "
-                              f"([finetune] max_models); make a new version of one of them instead.")
+            models = f"{len(owned)} model" + ("" if len(owned) == 1 else "s")
+            raise CharLMError(f"This server already has {models}, the most this bot allows ([finetune] "
+                              "max_models); make a new version of one of them instead.")
         check_declared_size(corpus, s.max_upload_bytes)
 
         self.runner.reserve(guild_id)
