@@ -61,8 +61,9 @@ def main() -> None:
         after_unload = rss_mb()
     print(f"model {args.model} on {args.backend}, {args.copies} versions, {args.length} characters per request")
     print(f"load + warm-up: median {statistics.median(loads):.2f} s  (each: {', '.join(f'{x:.2f}' for x in loads)})")
-    print(f"first request to an unloaded version (load + generate): median {statistics.median(first):.2f} s")
-    print(f"same request once loaded: median {statistics.median(warm):.2f} s")
+    print(f"first request to an unloaded version (load + generate): median {statistics.median(first):.2f} s "
+          f"(each: {', '.join(f'{x:.2f}' for x in first)})")
+    print(f"same request once loaded: median {statistics.median(warm):.2f} s (each: {', '.join(f'{x:.2f}' for x in warm)})")
     print(f"RSS added per loaded version: median {statistics.median(memory):.1f} MB "
           f"(each: {', '.join(f'{x:.1f}' for x in memory)}); RSS after unloading them all: {after_unload:.0f} MB")
 
