@@ -7,6 +7,7 @@ server owner can fix a config without reading a traceback.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ fits Discord's 2,000-character message limit. The commands' ranges use it."""
 
 TEMPERATURE_LIMIT = 2.0
 """Above this the models produce noise; the commands' ranges use it."""
+
+
+DATABASE_URL_ENV = "CHARLM_DATABASE_URL"
+"""Overrides [database] url (e.g. a PostgreSQL URL kept out of the config file)."""
 
 
 class ConfigError(CharLMError):
@@ -128,6 +133,8 @@ class EngineConfig:
     backend: str = setting("auto", choice("auto", "numpy", "tensorflow"))
     batch_wait_ms: float = setting(1.0, number(0, 1000))
     max_batch: int = setting(128, integer(1, 4096))
+    max_loaded: int = setting(8, integer(1, 1000))
+    """Fine-tuned versions kept in memory besides the shipped models (least recently used go)."""
 
 
 @dataclass(frozen=True)
@@ -140,9 +147,17 @@ class HistoryConfig:
 
 @dataclass(frozen=True)
 class AdminConfig:
-    """Users who may see server-wide history, besides members with Manage Server."""
+    """The bot's owners besides the application's owner or team: admins in every server
+    (like Manage Server), and the only ones who change what every server gets."""
 
     user_ids: tuple[int, ...] = setting((), snowflake_list())
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where models, serving choices, jobs and their queue live (empty: SQLite in data_dir)."""
+
+    url: str = setting("", text())
 
 
 @dataclass(frozen=True)
@@ -183,6 +198,7 @@ class Config:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
     other_tables: dict[str, Any] = field(default_factory=dict)
     """Raw tables owned by other cogs (see OTHER_TABLES); each checks its own."""
 
@@ -191,6 +207,12 @@ class Config:
         """One per process: processes running different shards may share data_dir."""
         ids = self.discord.shard_ids
         return self.bot.data_dir / ("health.json" if not ids else f"health-shards-{'-'.join(map(str, ids))}.json")
+
+    @property
+    def database_url(self) -> str:
+        """CHARLM_DATABASE_URL, else [database] url, else SQLite file charbot.sqlite3 in data_dir."""
+        url = os.environ.get(DATABASE_URL_ENV) or self.database.url
+        return url or f"sqlite+aiosqlite:///{self.bot.data_dir / 'charbot.sqlite3'}"
 
 
 TABLES = [f.name for f in dataclasses.fields(Config) if f.name not in ("path", "other_tables")]

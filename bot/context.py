@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,33 @@ def is_admin(interaction: discord.Interaction, config: Config) -> bool:
     if interaction.guild_id is not None and interaction.permissions.manage_guild:
         return True
     return interaction.user.id in config.admin.user_ids
+
+
+async def is_owner(interaction: discord.Interaction, config: Config) -> bool:
+    """The bot's owners: the application's owner or team (Client.is_owner), or [admin] user_ids.
+    They decide what every server gets; a server's admins only decide for their server."""
+    if interaction.user.id in config.admin.user_ids:
+        return True
+    check = getattr(interaction.client, "is_owner", None)
+    return bool(check is not None and await check(interaction.user))
+
+
+async def may_manage(interaction: discord.Interaction, config: Config) -> bool:
+    """A server's admins (Manage Server there) and the bot's owners."""
+    return is_admin(interaction, config) or await is_owner(interaction, config)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What answers a model name in one server: the engine's key and the label users see
+    (the same `name vN` that /models lists)."""
+
+    key: str
+    label: str
+
+
+Resolver = Callable[[int | None, str], Awaitable[Serving]]
+"""(guild id or None in DMs, model name) -> what serves it there."""
 
 
 class Cooldowns:
@@ -70,6 +98,8 @@ class BotContext:
     engine: Engine
     history: HistoryStore
     opened_by_extension: bool = False
+    resolver: Resolver | None = None
+    """Set by the fine-tune extension: per-server versions. Without it every name is its shipped v0."""
 
     @classmethod
     async def open(cls, config: Config) -> "BotContext":
@@ -93,6 +123,14 @@ class BotContext:
         """Stop the engine (requests still queued fail), then close the database."""
         await asyncio.to_thread(self.engine.close)
         await self.history.close()
+
+    async def serving(self, guild_id: int | None, name: str) -> Serving:
+        """What answers `name` in a server (None: a DM), loaded and ready."""
+        if self.resolver is not None:
+            return await self.resolver(guild_id, name)
+        if name not in self.engine.models():
+            raise CharLMError(f"There is no model called {name!r}.")
+        return Serving(name, f"{name} v0")
 
     async def load_model(self, name: str, folder: str | Path) -> ModelVersion:
         """Load a model folder as the next version of `name` (new names are added)."""

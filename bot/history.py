@@ -165,6 +165,13 @@ class HistoryStore:
         await cursor.close()
         return deleted
 
+    async def forget_guild(self, guild_id: int) -> int:
+        """Delete every row of one server (the bot left it); returns how many went."""
+        cursor = await self.db.execute("DELETE FROM requests WHERE guild_id = ?", (guild_id,))
+        deleted = cursor.rowcount
+        await cursor.close()
+        return deleted
+
     async def purge_older_than(self, days: float, now: float | None = None) -> int:
         """Delete rows older than `days`; returns how many went."""
         cutoff = (time.time() if now is None else now) - days * 86400

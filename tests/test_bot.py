@@ -151,8 +151,8 @@ def test_alice_and_seuss_continue_with_the_shipped_models(tmp_path: Path) -> Non
             assert body.startswith(f"**{prompt.lower()}**")
             continuation = body[len(prompt) + 4:]
             assert len(continuation.strip()) > 50
-            assert str(bot.charlm.engine.models()[name]) == f"{name} v1"
-            assert footer == f"{name} v1 · argmax (temperature 0) · 400 characters"
+            assert bot.charlm.engine.models()[name].path == str(WEIGHTS / name)
+            assert footer == f"{name} v0 · argmax (temperature 0) · 400 characters"  # the label /models shows
 
     run(config, scenario)
     rows = history_rows(config)
@@ -242,7 +242,7 @@ def test_the_reply_grows_while_it_is_written_and_a_shutdown_stops_it(
         assert len(progress) >= 2, handle.contents
         shown = [len(c.split("\n-# ")[0]) for c in progress]
         assert shown == sorted(shown) and shown[0] < shown[-1]
-        assert all(c.split("\n-# ")[0].endswith(" ▌") and "alice v1 is writing… " in c for c in progress)
+        assert all(c.split("\n-# ")[0].endswith(" ▌") and "alice v0 is writing… " in c for c in progress)
         assert final.endswith("1500 characters") and "▌" not in final
         edits = [r.at for r in double.calls(REPLY_EDIT)][:-1]  # the final edit is not throttled
         assert min(b - a for a, b in zip(edits, edits[1:])) >= 0.19  # never faster than edit_interval

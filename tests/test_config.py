@@ -149,7 +149,7 @@ BAD = [
      "config.toml: unknown key [models] grimm (known: alice, seuss)"),
     ("[generations]\nmax_length = 10",
      "config.toml: unknown table [generations] (known: bot, models, generation, limits, engine, history, "
-     "admin, discord)"),
+     "admin, discord, database)"),
     ("generation = 5",
      "config.toml: [generation] must be a table, got 5"),
 ]
@@ -172,3 +172,17 @@ def test_broken_toml_is_one_line(tmp_path: Path) -> None:
 def test_a_missing_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="^config file not found: .*nope.toml"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_the_database_url_defaults_to_sqlite_in_data_dir_and_the_environment_overrides_it(
+        tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[bot]\ndata_dir = "d"\n[engine]\nmax_loaded = 2\n[finetune]\nconcurrent_jobs = 2\n', "utf-8")
+    monkeypatch.delenv("CHARLM_DATABASE_URL", raising=False)
+    config = load_config(path)
+    assert config.database_url == f"sqlite+aiosqlite:///{tmp_path / 'd' / 'charbot.sqlite3'}"
+    assert config.engine.max_loaded == 2
+    path.write_text('[database]\nurl = "sqlite+aiosqlite:////srv/x.sqlite3"\n', "utf-8")
+    assert load_config(path).database_url == "sqlite+aiosqlite:////srv/x.sqlite3"
+    monkeypatch.setenv("CHARLM_DATABASE_URL", "postgresql+asyncpg://bot@db/charbot")
+    assert load_config(path).database_url == "postgresql+asyncpg://bot@db/charbot"

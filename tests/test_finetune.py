@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Config, load_config
-from bot.finetune.store import SCHEMA_VERSION
+from bot.db.engine import head
 from bot.runner import CharLMBot
 from tests.discord_double import DiscordDouble, LogGuard, InteractionHandle, running_bot, running_double
 
@@ -63,13 +63,31 @@ def run(config: Config, scenario: Scenario) -> None:
     asyncio.run(main())
 
 
+GUILD = 910000000000000001
+
+
 def jobs(config: Config) -> list[sqlite3.Row]:
-    with sqlite3.connect(config.bot.data_dir / "finetune.sqlite3") as db:
+    with sqlite3.connect(config.bot.data_dir / "charbot.sqlite3") as db:
         db.row_factory = sqlite3.Row
         rows = db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head()
     db.close()
     return rows
+
+
+def serving_rows(config: Config) -> list[tuple]:
+    """(scope, name, version label or None for the shipped v0) of every serving choice."""
+    with sqlite3.connect(config.bot.data_dir / "charbot.sqlite3") as db:
+        rows = db.execute("SELECT s.scope, s.name, v.number FROM serving s LEFT JOIN versions v "
+                          "ON v.id = s.version_id ORDER BY s.scope, s.name").fetchall()
+    db.close()
+    return [(scope, name, None if n is None else f"v{n}") for scope, name, n in rows]
+
+
+async def served_path(bot: CharLMBot, name: str, guild_id: int | None = GUILD) -> str:
+    """The folder the engine answers `name` from in a server."""
+    serving = await bot.charlm.serving(guild_id, name)
+    return bot.charlm.engine.models()[serving.key].path
 
 
 def tree(folder: Path) -> list[str]:
@@ -95,7 +113,7 @@ async def start_job(double: DiscordDouble, corpus: bytes, **options: object) -> 
 
 
 def training_pid(bot: CharLMBot) -> int:
-    return bot.get_cog("FinetuneCog").runner.job.pid
+    return bot.get_cog("FinetuneCog").runner.running_for(GUILD).job.pid
 
 
 def alive(pid: int) -> bool:
@@ -138,14 +156,16 @@ def test_admin_fine_tunes_a_new_model_that_generate_serves(tmp_path: Path, tiny_
         assert "**rhymes** (serving v1)" in shown and "▶ v1: from tiny, trained on `rhymes.txt`" in shown
 
     async def after_restart(double: DiscordDouble, bot: CharLMBot) -> None:
-        assert bot.charlm.engine.models()["rhymes"].path == str(models / "rhymes" / "v1")
+        assert await served_path(bot, "rhymes") == str(models / str(GUILD) / "rhymes" / "v1")
         reply = await double.send_command("generate", {"model": "rhymes", "text": "the cat"}, user="bob")
         assert (await reply.wait_final(timeout=30)).content.startswith("**the cat**")
 
     run(config, scenario)
     run(config, after_restart)
-    assert tree(models) == ["rhymes", "rhymes/served.json", "rhymes/v1", "rhymes/v1/card.json",
-                            "rhymes/v1/model.keras", "rhymes/v1/vocab.json"]
+    g = str(GUILD)
+    assert tree(models) == [g, f"{g}/rhymes", f"{g}/rhymes/v1", f"{g}/rhymes/v1/card.json",
+                            f"{g}/rhymes/v1/model.keras", f"{g}/rhymes/v1/vocab.json"]
+    assert serving_rows(config) == [(GUILD, "rhymes", "v1")]
     [row] = jobs(config)
     assert (row["state"], row["served"], row["user_id"], row["target"], row["corpus_name"]) == (
         "succeeded", 1, 930000000000000001, "rhymes", "rhymes.txt")
@@ -183,7 +203,7 @@ def test_non_admins_and_bad_uploads_are_refused_with_their_reason(tmp_path: Path
         unknown = await double.send_command("finetune start", {"corpus": double.add_attachment("c.txt", rhymes(9000)),
                                                                "base": "tolkien"}, user="alice")
         await unknown.wait_final()
-        assert "there is no model called 'tolkien' (models: alice, seuss)" in said(unknown)
+        assert "There is no model called 'tolkien' here; /models lists them." in said(unknown)
 
     run(config, scenario)
     assert jobs(config) == [] and tree(config.bot.data_dir / "models") == []
@@ -221,7 +241,7 @@ def test_second_job_gets_the_status_alice_keeps_answering_and_cancel_stops_it(tm
         assert not alive(pid)
         nothing = await double.send_command("finetune cancel", user="alice")
         await nothing.wait_final()
-        assert said(nothing) == "No fine-tune job is running."
+        assert said(nothing) == "This server has no fine-tune job running or queued."
 
     run(config, scenario)
     assert [r["state"] for r in jobs(config)] == ["cancelled"]
@@ -251,11 +271,11 @@ def test_a_killed_training_process_fails_the_job_and_leaves_nothing(tmp_path: Pa
         assert len(double.calls(sent)) == 1  # one message, edited from then on
         answer = await double.send_command("alice", {"text": "the queen"}, user="bob")
         await answer.wait_final(timeout=30)
-        assert bot.charlm.engine.models()["alice"].path == str(tiny_model)  # served model untouched
+        assert await served_path(bot, "alice") == str(tiny_model)  # served model untouched
         monkeypatch.setattr(module, "TOKEN_LIFETIME", 14 * 60)
         retry = await start_job(double, rhymes(9_000))  # the slot is free again
         await retry.wait_until(has("Fine-tune #2"), timeout=20)
-        await bot.get_cog("FinetuneCog").runner.cancel()
+        await bot.get_cog("FinetuneCog").runner.cancel(GUILD)
         await retry.wait_final(has("cancelled"), timeout=15)
 
     run(config, scenario)
@@ -277,24 +297,25 @@ def test_a_worse_model_is_kept_but_not_served_until_an_admin_says_so(tmp_path: P
             """/alice at temperature 0 (deterministic), and the folder the engine serves it from."""
             answer = await double.send_command("alice", {"text": "the queen", "length": 60, "temperature": 0},
                                                user="bob")
-            text = (await answer.wait_final(timeout=30)).content.rsplit("\n-# ", 1)[0]
-            return text, bot.charlm.engine.models()["alice"].path
+            content = (await answer.wait_final(timeout=30)).content
+            return content.rsplit("\n-# ", 1)[0], await served_path(bot, "alice"), content
 
         shipped = await alice_says()
         assert shipped[1] == str(tiny_model)
         switch = await double.send_command("models", {"model": "alice", "serve": "v1"}, user="alice")
         await switch.wait_final(timeout=30)
-        assert said(switch) == "Now serving **alice v1**."
+        assert said(switch) == "Now serving **alice v1** in this server."
         forced = await alice_says()
-        assert forced[1] == str(config.bot.data_dir / "models" / "alice" / "v1") and forced[0] != shipped[0]
+        assert forced[1] == str(config.bot.data_dir / "models" / str(GUILD) / "alice" / "v1")
+        assert forced[0] != shipped[0] and "-# alice v1 · argmax" in forced[2]
         back = await double.send_command("models", {"model": "alice", "serve": "v0"}, user="alice")
         await back.wait_final(timeout=30)
-        assert await alice_says() == shipped
+        assert (await alice_says())[:2] == shipped[:2]
 
     run(config, scenario)
     [row] = jobs(config)
     assert row["state"] == "succeeded" and row["served"] == 0 and row["heldout_bpc"] > row["base_heldout_bpc"]
-    assert json.loads((config.bot.data_dir / "models" / "alice" / "served.json").read_text()) == {"version": "v0"}
+    assert serving_rows(config) == [(GUILD, "alice", None)]
 
 
 def test_a_job_running_when_the_bot_stops_is_interrupted(tmp_path: Path, tiny_model: Path) -> None:
@@ -309,7 +330,7 @@ def test_a_job_running_when_the_bot_stops_is_interrupted(tmp_path: Path, tiny_mo
     async def next_start(double: DiscordDouble, bot: CharLMBot) -> None:
         status = await double.send_command("finetune status", user="alice")
         await status.wait_final()
-        assert "No fine-tune job is running. Last job:\n**Fine-tune #1" in said(status)
+        assert "No fine-tune job is running in this server. Last job:\n**Fine-tune #1" in said(status)
         assert "interrupted: the bot stopped while this job was training" in said(status)
 
     run(config, stop_while_training)

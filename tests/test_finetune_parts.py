@@ -13,7 +13,9 @@ from bot.config import ConfigError, load_config
 from bot.finetune.plot import loss_plot
 from bot.finetune.registry import Registry, check_name
 from bot.finetune.settings import finetune_config
-from bot.finetune.store import SCHEMA_VERSION, Job, JobStore
+from bot.db.departures import Departures
+from bot.db.engine import DatabaseError, head, open_database
+from bot.finetune.store import Busy, Job, JobStore
 from bot.finetune.uploads import check_corpus, safe_filename
 from charlm.errors import CharLMError
 from charlm.vocab import Vocabulary
@@ -47,84 +49,125 @@ def test_settings_errors_are_one_line(tmp_path: Path, table: str, message: str) 
 
 
 def job(**changes: object) -> Job:
-    values = dict(user_id=1, base="alice", base_version="v0", target="alice", target_version="v1",
+    values = dict(user_id=1, guild_id=10, base="alice", base_version="v0", target="alice",
                   corpus_name="c.txt", corpus_sha256="ab" * 32, corpus_chars=5000, cleaning="5 chars in",
                   settings={"epochs": 2, "batch_size": 8, "learning_rate": 0.001, "patience": 3, "force": False})
     values.update(changes)
     return Job(**values)
 
 
-def test_store_migrates_its_own_file_and_marks_running_jobs_interrupted(tmp_path: Path) -> None:
-    path = tmp_path / "data" / "finetune.sqlite3"
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'charbot.sqlite3'}"
 
-    async def first_run() -> tuple[int, int]:
-        store = await JobStore.open(path)
-        running = await store.add(job(pid=12345))
-        done = await store.add(job(state="succeeded", heldout_bpc=1.5, base_heldout_bpc=1.7, served=True))
-        await store.close()  # a bot that stopped with a job running
-        return running, done
 
-    async def next_start(running: int, done: int) -> tuple[list[Job], Job, Job]:
-        store = await JobStore.open(path)
-        marked = await store.mark_interrupted()
-        result = await store.get(running), await store.get(done)
-        await store.close()
-        return marked, *result
+def test_the_queue_is_first_come_first_served_one_job_per_server_and_survives_a_restart(tmp_path: Path) -> None:
+    async def first_run() -> list[int]:
+        db = await open_database(db_url(tmp_path))
+        store = JobStore(db)
+        ids = [await store.add(job(guild_id=g)) for g in (10, 20, 30)]
+        with pytest.raises(Busy, match="already has a fine-tune job queued or running"):
+            await store.add(job(guild_id=20))  # the database's unique index, even without the cog's check
+        claimed = await store.claim_next()
+        assert claimed.id == ids[0] and claimed.state == "running" and claimed.started_at
+        assert [await store.position(j) for j in await store.in_state("queued")] == [1, 2]
+        assert await store.cancel_queued(await store.get(ids[1]))
+        assert not await store.cancel_queued(await store.get(ids[0]))  # running: not the queue's any more
+        await Departures(db).left(30)
+        assert await store.claim_next() is None  # the only queued job's server removed the bot
+        await Departures(db).returned(30)
+        await db.dispose()  # a bot that stopped with a job running and one queued
+        return ids
 
-    running, done = asyncio.run(first_run())
-    marked, interrupted, succeeded = asyncio.run(next_start(running, done))
-    assert [j.id for j in marked] == [running]
-    assert interrupted.state == "interrupted" and interrupted.pid is None and "stopped" in interrupted.error
-    assert succeeded.state == "succeeded" and succeeded.served and succeeded.settings["epochs"] == 2
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    async def next_start(ids: list[int]) -> None:
+        db = await open_database(db_url(tmp_path))
+        store = JobStore(db)
+        assert [j.id for j in await store.mark_interrupted()] == [ids[0]]
+        interrupted = await store.get(ids[0])
+        assert interrupted.state == "interrupted" and interrupted.pid is None and "stopped" in interrupted.error
+        assert (await store.claim_next()).id == ids[2]
+        assert [j.state for j in await store.latest(10, 5)] == ["interrupted"]
+        assert await store.add(job(guild_id=10)) > ids[2]  # its server may queue again
+        await db.dispose()
+
+    asyncio.run(next_start(asyncio.run(first_run())))
+    with sqlite3.connect(tmp_path / "data" / "charbot.sqlite3") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head()
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
 
 
-def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
-    path = tmp_path / "finetune.sqlite3"
-    with sqlite3.connect(path) as db:
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+def test_the_database_refuses_a_newer_schema(tmp_path: Path) -> None:
+    asyncio.run(_dispose(db_url(tmp_path)))
+    with sqlite3.connect(tmp_path / "data" / "charbot.sqlite3") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
     db.close()
-    with pytest.raises(CharLMError, match="newer than this bot's"):
-        asyncio.run(JobStore.open(path))
+    with pytest.raises(DatabaseError, match="has schema 9999, newer than this bot's"):
+        asyncio.run(_dispose(db_url(tmp_path)))
 
 
-def fake_version(folder: Path, corpus: str, bpc: float) -> None:
+async def _dispose(url: str) -> None:
+    await (await open_database(url)).dispose()
+
+
+def fake_version(folder: Path, corpus: str, bpc: float) -> dict:
     folder.mkdir(parents=True)
-    (folder / "card.json").write_text(json.dumps({"corpus": {"name": corpus}, "heldout": {"bits_per_char": bpc}}))
+    card = {"corpus": {"name": corpus}, "heldout": {"bits_per_char": bpc}}
+    (folder / "card.json").write_text(json.dumps(card))
+    return card
 
 
-def test_registry_versions_served_pointer_and_discard(tmp_path: Path) -> None:
+def test_registry_scopes_serving_pruning_and_discard(tmp_path: Path) -> None:
     shipped = tmp_path / "weights" / "alice"
     fake_version(shipped, "alice.txt", 2.0)
-    registry = Registry(tmp_path / "models", {"alice": shipped, "seuss": tmp_path / "weights" / "missing"})
-    assert registry.names() == ["alice"]
-    assert registry.model("alice").served.label == "v0"
 
-    label, out = registry.next_version("alice")
-    assert (label, out) == ("v1", tmp_path / "models" / "alice" / "v1")
-    fake_version(out, "seuss.txt", 1.8)
-    assert registry.next_version("alice")[0] == "v2"
-    assert registry.model("alice").served.label == "v0"  # a new version is not served by itself
-    registry.set_served("alice", "v1")
-    model = registry.model("alice")
-    assert model.served.label == "v1" and model.served.heldout_bpc == 1.8 and model.served.corpus == "seuss.txt"
-    assert [v.label for v in model.versions] == ["v0", "v1"]
+    async def main() -> None:
+        db = await open_database(db_url(tmp_path))
+        registry = Registry(db, tmp_path / "models", {"alice": shipped, "seuss": tmp_path / "weights" / "missing"})
+        assert await registry.names(10) == ["alice"]
+        assert (await registry.served(10, "alice")).label == "v0"
+        versions = []
+        for guild in (10, 10, 20):
+            number = await registry.next_number("alice")
+            out = registry.folder_for(guild, "alice", number)
+            assert out == tmp_path / "models" / str(guild) / "alice" / f"v{number}"
+            versions.append(await registry.add(guild, "alice", number, out, fake_version(out, "s.txt", 1.5 + number)))
+        assert [v.label for v in versions] == ["v1", "v2", "v3"] and await registry.next_number("alice", {7}) == 8
+        assert (await registry.served(10, "alice")).label == "v0"  # a new version is not served by itself
+        await registry.serve(10, versions[0])
+        assert (await registry.served(10, "alice")).label == "v1" and (await registry.served(20, "alice")).shipped
+        model = await registry.model(20, "alice")
+        assert [v.label for v in model.versions] == ["v0", "v3"]  # not server 10's
+        await registry.serve(0, versions[2])  # the owners publish server 20's v3
+        assert (await registry.served(30, "alice")).label == "v3" and (await registry.served(None, "alice")).label == "v3"
+        assert (await registry.served(10, "alice")).label == "v1"  # its own choice stays
+        assert [v.label for v in (await registry.model(10, "alice")).versions] == ["v0", "v1", "v2", "v3"]
+        assert [v.label for v in (await registry.model(30, "alice", everything=True)).versions] == [
+            "v0", "v1", "v2", "v3"]
 
-    half = tmp_path / "models" / "alice" / "v2"
-    (half.parent / ".v2.abc.tmp").mkdir()
-    half.mkdir()
-    registry.discard(half)
-    assert sorted(p.name for p in half.parent.iterdir()) == ["served.json", "v1"]
+        deleted = await registry.prune(10, "alice", keep=1)  # v1 is served: v2 goes
+        assert [v.label for v in deleted] == ["v2"] and not versions[1].folder.exists()
+        assert await registry.purge_guild(20) == []  # v3 is every server's default: kept, as the owners'
+        assert (await registry.by_id(versions[2].id)).guild_id == 0
+        assert [v.label for v in await registry.purge_guild(10)] == ["v1"]
+        assert not (tmp_path / "models" / "10").exists()
 
-    with pytest.raises(CharLMError, match="no version 'v7'"):
-        model.version("v7")
-    with pytest.raises(CharLMError, match=r"no model called 'bob' \(models: alice\)"):
-        registry.model("bob")
+        half = registry.folder_for(20, "alice", 9)
+        half.mkdir(parents=True)
+        (half.parent / ".v9.abc.tmp").mkdir()
+        registry.discard(half)
+        assert sorted(p.name for p in half.parent.iterdir()) == ["v3"]
+
+        with pytest.raises(CharLMError, match=r"alice has no version 'v7' here \(it has v0, v3\)"):
+            (await registry.model(20, "alice")).version("v7")
+        with pytest.raises(CharLMError, match="There is no model called 'bob' here"):
+            await registry.model(20, "bob")
+        await db.dispose()
+
     with pytest.raises(CharLMError, match="not a usable model name"):
         check_name("Dr Seuss!")
     assert check_name(" Poems ") == "poems"
+
+    asyncio.run(main())
 
 
 VOCAB = Vocabulary.from_text("abcdefghijklmnopqrstuvwxyz .,!?'\n")

@@ -15,9 +15,10 @@ from charlm import WINDOW
 from charlm.engine import EngineBusy, EngineTimeout
 from charlm.errors import CharLMError
 from charlm.sampling import Sampling
+from charlm.vocab import Vocabulary
 
 from bot.config import LENGTH_LIMIT, TEMPERATURE_LIMIT
-from bot.context import BotContext, Cooldowns, outcome_of
+from bot.context import BotContext, Cooldowns, Serving, outcome_of
 from bot.history import Request
 from bot.replies import final_reply, progress_reply, window_notes
 from bot.respond import NO_MENTIONS, answer_error, tell, tell_quietly
@@ -158,25 +159,37 @@ class GenerationCog(commands.Cog):
             raise CharLMError(f"This server allows at most {g.max_length} characters per reply.")
         if temperature > g.max_temperature:
             raise CharLMError(f"This server allows a temperature of at most {g.max_temperature:g}.")
-        version, vocab = self.context.engine.current(record.model)  # to show the prompt as the model reads it
-        window = vocab.window(record.prompt, WINDOW)
-        record.window, record.model_version = window.text, f"v{version.number}"
-
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True)  # first: an unloaded version may take a moment
         record.ack_ms = elapsed_ms(started)
-        live = LiveReply(interaction, lambda text: progress_reply(window.prompt_text, text, str(version), length),
+        serving, vocab = await self._serving(record.guild_id, record.model)
+        label = serving.label  # `seuss v3`, as /models lists it
+        window = vocab.window(record.prompt, WINDOW)  # to show the prompt as the model reads it
+        record.window, record.model_version = window.text, label.rpartition(" ")[2]
+        live = LiveReply(interaction, lambda text: progress_reply(window.prompt_text, text, label, length),
                          g.edit_interval)
         try:
             result = await self.context.engine.generate(
-                record.model, record.prompt, Sampling(temperature=temperature, length=length),
+                serving.key, record.prompt, Sampling(temperature=temperature, length=length),
                 timeout=self.context.config.limits.request_timeout, on_text=live.update)
         finally:
             await live.stop()
         record.window, record.output = result.window.text, result.text  # as the engine saw them
-        record.model_version = f"v{result.version.number}"
         notes = window_notes(result.window, WINDOW)
-        content = final_reply(result.window.prompt_text, result.text, str(result.version), temperature, notes)
+        content = final_reply(result.window.prompt_text, result.text, label, temperature, notes)
         await interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
+
+    async def _serving(self, guild_id: int | None, name: str) -> tuple[Serving, Vocabulary]:
+        """What serves `name` here, and its characters; asked again once if the version was
+        unloaded in between (another server's request evicted it)."""
+        for attempt in (1, 2):
+            serving = await self.context.serving(guild_id, name)
+            try:
+                version, vocab = self.context.engine.current(serving.key)
+                return serving, vocab
+            except CharLMError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def cog_app_command_error(self, interaction: discord.Interaction,
                                     error: app_commands.AppCommandError) -> None:

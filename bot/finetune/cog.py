@@ -1,8 +1,9 @@
-"""/finetune start|status|cancel, /models and /generate.
+"""/finetune start|status|cancel, /models, /generate and /purge-server.
 
-Admins teach the bot a new style from an uploaded text; the job trains in another
-process while /alice and /seuss keep answering, and the result is served only if it
-beats its base on held-out text (or an admin says so).
+A server's admins teach the bot a new style for their server from an uploaded text; the
+job waits its turn in the queue, trains in another process while /alice and /seuss keep
+answering, and its result is served in that server only if it beats its base on held-out
+text (or an admin says so). The bot's owners decide what every server gets by default.
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ import time
 
 import discord
 from discord import app_commands
-from discord.ext import commands
+from discord.ext import commands, tasks
 
 from charlm.errors import CharLMError
 from charlm.storage import VOCAB_FILE
 from charlm.vocab import Vocabulary
 
 from bot.cog.generate import Length, Temperature
-from bot.context import BotContext, is_admin
-from bot.finetune import serving
+from bot.context import BotContext, Serving, is_owner, may_manage
+from bot.db.departures import Departures
+from bot.db.engine import open_database
+from bot.db.legacy import import_legacy
+from bot.db.schema import OWNERS
 from bot.finetune.describe import describe, describe_models
 from bot.finetune.jobs import JobRunner
+from bot.finetune.pool import LoadedVersions
 from bot.finetune.registry import Registry, Version, check_name
 from bot.finetune.settings import FinetuneConfig
 from bot.finetune.store import Job, JobStore
@@ -37,8 +42,11 @@ BUILTIN = ("alice", "seuss")
 TOKEN_LIFETIME = 14 * 60
 """Seconds an interaction's reply can be edited (Discord allows 15 minutes); after that
 the job's progress moves to a plain channel message."""
-NOT_ADMIN = ("Only admins can fine-tune or switch models: you need the Manage Server permission in this server, "
-             "or to be listed in the bot's config.")
+NOT_ADMIN = ("Only this server's admins can fine-tune or switch its models: you need the Manage Server "
+             "permission here.")
+NOT_OWNER = ("Only the bot's owners can change what every server gets; this server's admins can "
+             "switch this server's models with `serve:` alone.")
+SERVER_ONLY = "Switching models is done inside a server; in a DM only the bot's owners can, with `everyone:true`."
 Epochs = app_commands.Range[int, 1, 100]
 
 
@@ -46,161 +54,274 @@ class JobMessage:
     """The one message that shows a job: the reply to /finetune start while Discord lets
     the bot edit it, then a channel message in the same channel."""
 
-    def __init__(self, interaction: discord.Interaction) -> None:
+    def __init__(self, client: discord.Client, channel_id: int | None,
+                 interaction: discord.Interaction | None = None) -> None:
+        self.client = client
+        self.channel_id = channel_id
         self.interaction = interaction
         self.started = time.monotonic()
         self.message: discord.Message | None = None
 
-    async def show(self, job: Job, plot: bytes | None = None) -> None:
-        content = describe(job)
+    async def show(self, job: Job, plot: bytes | None = None, position: int | None = None) -> None:
+        content = describe(job, position)
         files = [discord.File(io.BytesIO(plot), f"finetune-{job.id}-loss.png")] if plot else []
-        if time.monotonic() - self.started < TOKEN_LIFETIME:
+        if self.interaction is not None and time.monotonic() - self.started < TOKEN_LIFETIME:
             await self.interaction.edit_original_response(content=content, attachments=files,
                                                           allowed_mentions=NO_MENTIONS)
         elif self.message is None:
-            channel = self.interaction.client.get_partial_messageable(self.interaction.channel_id)
+            channel = self.client.get_partial_messageable(self.channel_id)
             self.message = await channel.send(content, files=files, allowed_mentions=NO_MENTIONS)
-            try:  # the reply can still be edited for a minute: point it at the new message
-                await self.interaction.edit_original_response(
-                    content=f"**Fine-tune #{job.id}** continues in {self.message.jump_url}", attachments=[])
-            except discord.HTTPException:
-                pass
+            if self.interaction is not None:
+                try:  # the reply can still be edited for a minute: point it at the new message
+                    await self.interaction.edit_original_response(
+                        content=f"**Fine-tune #{job.id}** continues in {self.message.jump_url}", attachments=[])
+                except discord.HTTPException:
+                    pass
         else:
             self.message = await self.message.edit(content=content, attachments=files,
                                                    allowed_mentions=NO_MENTIONS)
 
 
 class FinetuneCog(commands.Cog):
-    """Fine-tuning on uploaded text, and the versioned models it produces."""
+    """Fine-tuning on uploaded text, per server, and the versioned models it produces."""
 
-    finetune = app_commands.Group(name="finetune", description="Teach the bot a new style from a text file (admins)")
+    finetune = app_commands.Group(name="finetune", description="Teach the bot a new style from a text file (admins)",
+                                  guild_only=True)
 
     def __init__(self, bot: commands.Bot, context: BotContext, settings: FinetuneConfig) -> None:
         self.bot = bot
         self.context = context
         self.settings = settings
-        self.registry = Registry(settings.models_dir, context.config.models.folders())
+        self.db = None
+        self.registry: Registry | None = None
         self.store: JobStore | None = None
         self.runner: JobRunner | None = None
+        self.departures: Departures | None = None
+        self.loaded = LoadedVersions(context, context.config.engine.max_loaded)
 
     async def cog_load(self) -> None:
-        self.store = await JobStore.open(self.settings.database)
-        for job in await self.store.mark_interrupted():
-            log.warning("fine-tune job %s was running when the bot stopped; marked interrupted", job.id)
-        self.runner = JobRunner(self.store, self.registry, self.settings, self.serve)
-        for model in await asyncio.to_thread(self.registry.models):
-            if model.served.number != 0:  # v0 is the config's folder, which the bot loaded itself
-                await self.serve(model.name, model.served)
+        self.db = await open_database(self.context.config.database_url)
+        try:
+            self.registry = Registry(self.db, self.settings.models_dir, self.context.config.models.folders())
+            self.store = JobStore(self.db)
+            self.departures = Departures(self.db)
+            await import_legacy(self.db, self.settings, self.context.config.bot.data_dir)
+            for job in await self.store.mark_interrupted():
+                log.warning("fine-tune job %s was running when the bot stopped; marked interrupted", job.id)
+            self.runner = JobRunner(self.store, self.registry, self.settings,
+                                    lambda job: JobMessage(self.bot, job.channel_id), self._preload)
+        except BaseException:
+            await self.db.dispose()
+            raise
+        self.context.resolver = self.resolve
+        self.purge_departed.start()
+        if self.bot.is_ready():  # loaded into a running bot: on_ready has been and gone
+            asyncio.get_running_loop().create_task(self.runner.pump())
 
     async def cog_unload(self) -> None:
+        self.purge_departed.cancel()
+        if self.context.resolver == self.resolve:
+            self.context.resolver = None
         if self.runner is not None:
             await self.runner.shutdown()
-        if self.store is not None:
-            await self.store.close()
+        if self.db is not None:
+            await self.db.dispose()
 
-    async def serve(self, name: str, version: Version) -> None:
-        await serving.load(self.context, name, version)
-        log.info("now serving %s %s from %s", name, version.label, version.folder)
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """Connected: servers that added the bot back while it was away are kept, and
+        queued jobs (also from before a restart) start."""
+        for guild in self.bot.guilds:
+            if await self.departures.returned(guild.id):
+                log.info("guild %s added the bot back; its data is kept", guild.id)
+        await self.runner.pump()
+
+    @commands.Cog.listener()
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        await self.departures.left(guild.id)
+        log.info("removed from guild %s: its models, jobs and history go in %d days unless it adds the bot back",
+                 guild.id, self.context.config.history.retention_days)
+
+    @commands.Cog.listener()
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        if await self.departures.returned(guild.id):
+            log.info("guild %s added the bot back; its data is kept", guild.id)
+            await self.runner.pump()  # its queued job may go ahead again
+
+    @tasks.loop(hours=1)
+    async def purge_departed(self) -> None:
+        try:
+            for guild_id in await self.departures.due(self.context.config.history.retention_days):
+                await self.purge(guild_id)
+        except Exception:
+            log.exception("purging servers the bot left failed")
+
+    async def purge(self, guild_id: int) -> str:
+        """Delete everything of one server: jobs (a running one is stopped), versions, choices, history."""
+        await self.runner.cancel(guild_id)
+        deleted = await self.registry.purge_guild(guild_id)
+        for version in deleted:
+            self.loaded.forget(version)
+        jobs = await self.store.delete_guild(guild_id)
+        rows = await self.context.history.forget_guild(guild_id)
+        await self.departures.returned(guild_id)
+        log.info("purged guild %s: %d versions, %d jobs, %d history rows", guild_id, len(deleted), jobs, rows)
+        return f"Deleted server {guild_id}'s data: {len(deleted)} model versions, {jobs} jobs, {rows} requests."
+
+    # ---- serving --------------------------------------------------------------------------------
+
+    async def resolve(self, guild_id: int | None, name: str) -> Serving:
+        """What answers `name` in a server (the context's resolver for /alice, /seuss, /generate)."""
+        version = await self.registry.served(guild_id, name)
+        if version is None:
+            raise CharLMError(f"There is no model called {name!r} here; /models lists them.")
+        try:
+            key = await self.loaded.ensure(version)
+        except (CharLMError, OSError) as exc:
+            log.error("cannot load %s %s from %s: %s", name, version.label, version.folder, exc)
+            raise CharLMError(f"{name} {version.label} cannot be loaded right now; please tell an admin.") from None
+        return Serving(key, f"{name} {version.label}")
+
+    async def _preload(self, version: Version) -> None:
+        await self.loaded.ensure(version)
 
     # ---- /finetune ------------------------------------------------------------------------------
 
     @finetune.command(name="start", description="Fine-tune a model on an uploaded UTF-8 text file (admins)")
     @app_commands.describe(
         corpus="A UTF-8 text file to learn the style of",
-        base="The model to start from (its served version)",
-        name="Leave empty to make a new version of the base; a new name makes a new model",
+        base="The model to start from (the version this server serves)",
+        name="Leave empty to make a new version of the base for this server; a new name makes a new model",
         epochs="Passes over the text (default from the config)",
         force="Serve the result even if it is not better than its base on held-out text",
     )
     async def start(self, interaction: discord.Interaction, corpus: discord.Attachment, base: str,
                     name: str | None = None, epochs: Epochs | None = None, force: bool = False) -> None:
-        if not is_admin(interaction, self.context.config):
+        if not await may_manage(interaction, self.context.config):
             await tell(interaction, NOT_ADMIN)
             return
-        if self.runner.busy:
-            await tell(interaction, await self._status_text())
+        guild_id = interaction.guild_id
+        running = self.runner.running_for(guild_id)
+        active = running.job if running else await self.store.active(guild_id)
+        if active is not None:
+            await tell(interaction, "This server already has a fine-tune job; wait for it or `/finetune cancel` "
+                                    "it.\n" + await self._describe(active))
             return
         s = self.settings
         epochs = s.default_epochs if epochs is None else epochs
         if epochs > s.max_epochs:
             raise CharLMError(f"This bot allows at most {s.max_epochs} epochs per job.")
-        source = self.registry.model(base).served
+        source = (await self.registry.model(guild_id, base)).served
+        if source is None:
+            raise CharLMError(f"{base.strip().lower()} serves nothing in this server yet; serve a version of it "
+                              "first with `/models serve:`.")
         target = check_name(name) if name else source.model
-        target_version, out = self.registry.next_version(target)
+        owned = await self.registry.owned_names(guild_id)
+        if target not in BUILTIN and target not in owned and len(owned) >= s.max_models:
+            models = f"{len(owned)} model" + ("" if len(owned) == 1 else "s")
+            raise CharLMError(f"This server already has {models}, the most this bot allows ([finetune] "
+                              "max_models); make a new version of one of them instead.")
         check_declared_size(corpus, s.max_upload_bytes)
 
-        self.runner.reserve(f"<@{interaction.user.id}>")
+        self.runner.reserve(guild_id)
         try:
             await interaction.response.defer(thinking=True)
             data = await download(corpus, s.max_upload_bytes)
             filename = safe_filename(corpus.filename)
             vocab = await asyncio.to_thread(Vocabulary.load, source.folder / VOCAB_FILE)
             checked = await asyncio.to_thread(check_corpus, data, filename, vocab, s.min_chars)
-            job = Job(user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id,
-                      base=source.model, base_version=source.label, target=target, target_version=target_version,
+            job = Job(user_id=interaction.user.id, guild_id=guild_id, channel_id=interaction.channel_id,
+                      base=source.model, base_version=source.label, target=target,
                       corpus_name=filename, corpus_sha256=checked.corpus.sha256,
                       corpus_chars=checked.usable_chars, cleaning=checked.report(),
                       settings={"epochs": epochs, "batch_size": s.batch_size, "learning_rate": s.learning_rate,
                                 "patience": s.patience, "force": force})
-            message = JobMessage(interaction)
-            await self.runner.start(job, data, source, out, message)
+            await self.runner.submit(job, data, JobMessage(self.bot, interaction.channel_id, interaction))
         finally:
-            self.runner.release()
+            self.runner.release(guild_id)
 
-    @finetune.command(name="status", description="The running fine-tune job, or the last one (admins)")
+    @finetune.command(name="status", description="This server's fine-tune job, or its last one (admins)")
     async def status(self, interaction: discord.Interaction) -> None:
-        if not is_admin(interaction, self.context.config):
+        if not await may_manage(interaction, self.context.config):
             await tell(interaction, NOT_ADMIN)
             return
-        await tell(interaction, await self._status_text())
+        guild_id = interaction.guild_id
+        running = self.runner.running_for(guild_id)
+        job = running.job if running else await self.store.active(guild_id)
+        if job is not None:
+            await tell(interaction, await self._describe(job))
+        elif guild_id in self.runner.preparing:
+            await tell(interaction, "An upload is being checked for a new fine-tune job.")
+        elif latest := await self.store.latest(guild_id, 1):
+            await tell(interaction, "No fine-tune job is running in this server. Last job:\n" + describe(latest[0]))
+        else:
+            await tell(interaction, "This server has no fine-tune jobs yet.")
 
-    @finetune.command(name="cancel", description="Stop the running fine-tune job; nothing is saved (admins)")
+    @finetune.command(name="cancel", description="Stop this server's fine-tune job, or take it out of the "
+                                                 "queue; nothing is saved (admins)")
     async def cancel(self, interaction: discord.Interaction) -> None:
-        if not is_admin(interaction, self.context.config):
+        if not await may_manage(interaction, self.context.config):
             await tell(interaction, NOT_ADMIN)
             return
-        if not self.runner.busy:
-            await tell(interaction, "No fine-tune job is running.")
+        guild_id = interaction.guild_id
+        if (self.runner.running_for(guild_id) is None and await self.store.active(guild_id) is None
+                and guild_id not in self.runner.preparing):
+            await tell(interaction, "This server has no fine-tune job running or queued.")
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        job = await self.runner.cancel()
+        job = await self.runner.cancel(guild_id)
         text = describe(job) if job else "The upload being checked will not be trained on."
         await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
-    async def _status_text(self) -> str:
-        if self.runner.job is not None:
-            return describe(self.runner.job)
-        if self.runner.preparing is not None:
-            return f"An upload by {self.runner.preparing} is being checked for a new fine-tune job."
-        latest = await self.store.latest(1)
-        return "No fine-tune job is running. Last job:\n" + describe(latest[0]) if latest else "No fine-tune jobs yet."
+    async def _describe(self, job: Job) -> str:
+        return describe(job, await self.store.position(job) if job.state == "queued" else None)
 
     # ---- /models --------------------------------------------------------------------------------
 
     @app_commands.command(name="models", description="Models, their versions and held-out figures; admins can "
                                                      "switch versions")
-    @app_commands.describe(model="Show only this model", serve="Serve this version of the model instead (admins)")
+    @app_commands.describe(model="Show only this model", serve="Serve this version of the model in this server "
+                           "(admins)", everyone="The bot's owners: list every server's versions, or serve one "
+                           "as every server's default")
     async def models(self, interaction: discord.Interaction, model: str | None = None,
-                     serve: str | None = None) -> None:
+                     serve: str | None = None, everyone: bool = False) -> None:
+        guild_id = interaction.guild_id
+        if everyone and not await is_owner(interaction, self.context.config):
+            await tell(interaction, NOT_OWNER)
+            return
         if serve is not None:
-            if not is_admin(interaction, self.context.config):
+            await self._serve(interaction, model, serve, everyone)
+            return
+        shown = ([await self.registry.model(guild_id, model, everyone)] if model
+                 else await self.registry.models(guild_id, everyone))
+        await interaction.response.send_message(describe_models(shown, guild_id, everyone), ephemeral=True,
+                                                allowed_mentions=NO_MENTIONS)
+
+    async def _serve(self, interaction: discord.Interaction, model: str | None, label: str, everyone: bool) -> None:
+        guild_id = interaction.guild_id
+        if not everyone:
+            if guild_id is None:
+                await tell(interaction, SERVER_ONLY)
+                return
+            if not await may_manage(interaction, self.context.config):
                 await tell(interaction, NOT_ADMIN)
                 return
-            if model is None:
-                raise CharLMError("Say which model: `/models model:<name> serve:<version>`.")
-            if self.runner.job is not None and self.runner.job.target == model.strip().lower():
-                raise CharLMError(f"A fine-tune job is making a new version of {model}; wait for it or cancel it.")
-            await interaction.response.defer(thinking=True)
-            version = self.registry.model(model).version(serve)
-            await self.serve(version.model, version)  # load first: a broken folder leaves served.json alone
-            await asyncio.to_thread(self.registry.set_served, version.model, version.label)
-            log.info("user %s switched %s to %s", interaction.user.id, version.model, version.label)
-            await interaction.followup.send(f"Now serving **{version.model} {version.label}**.",
-                                            allowed_mentions=NO_MENTIONS)
-            return
-        shown = [self.registry.model(model)] if model else await asyncio.to_thread(self.registry.models)
-        await interaction.response.send_message(describe_models(shown), ephemeral=True,
-                                                allowed_mentions=NO_MENTIONS)
+        if model is None:
+            raise CharLMError("Say which model: `/models model:<name> serve:<version>`.")
+        running = self.runner.running_for(guild_id)
+        if not everyone and running is not None and running.job.target == model.strip().lower():
+            raise CharLMError(f"A fine-tune job is making a new version of {model}; wait for it or cancel it.")
+        version = (await self.registry.model(guild_id, model, everyone)).version(label)
+        await interaction.response.defer(thinking=True, ephemeral=everyone)
+        await self.loaded.ensure(version)  # load first: a broken folder leaves the served version alone
+        scope = OWNERS if everyone else guild_id
+        await self.registry.serve(scope, version, interaction.user.id)
+        log.info("user %s switched %s to %s for %s", interaction.user.id, version.model, version.label,
+                 "every server" if everyone else f"guild {guild_id}")
+        where = ("as every server's default (servers that chose a version of their own keep it)" if everyone
+                 else "in this server")
+        await interaction.followup.send(f"Now serving **{version.model} {version.label}** {where}.",
+                                        allowed_mentions=NO_MENTIONS)
 
     # ---- /generate ------------------------------------------------------------------------------
 
@@ -213,29 +334,44 @@ class FinetuneCog(commands.Cog):
         name = model.strip().lower()
         if name in BUILTIN:
             raise CharLMError(f"Use /{name} for that model.")
-        if name not in serving.served_names(self.context):
-            raise CharLMError(f"There is no model called {model!r}; /models lists them.")
+        if await self.registry.served(interaction.guild_id, name) is None:
+            raise CharLMError(f"There is no model called {model!r} here; /models lists them.")
         generation = self.bot.get_cog("GenerationCog")
         if generation is None:  # /generate shares /alice's reply, history and cooldowns
             raise CharLMError("Generation is not available right now.")
         generation.cooldowns.check(interaction.user.id)
         await generation.continue_text(interaction, name, text, length, temperature)
 
+    # ---- owners ---------------------------------------------------------------------------------
+
+    @app_commands.command(name="purge-server", description="The bot's owners: delete a server's models, jobs "
+                                                           "and history now")
+    @app_commands.describe(server="The server's id")
+    async def purge_server(self, interaction: discord.Interaction, server: str) -> None:
+        if not await is_owner(interaction, self.context.config):
+            await tell(interaction, "Only the bot's owners can purge a server.")
+            return
+        if not server.strip().isdigit():
+            raise CharLMError(f"{server!r} is not a server id (a number).")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await self.purge(int(server))
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
     # ---- autocomplete and errors ----------------------------------------------------------------
 
     async def _all_models(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        names = await asyncio.to_thread(self.registry.names)
+        names = await self.registry.names(interaction.guild_id)
         return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n][:25]
 
     async def _generated_models(self, interaction: discord.Interaction,
                                 current: str) -> list[app_commands.Choice[str]]:
-        names = [n for n in serving.served_names(self.context) if n not in BUILTIN]
-        return [app_commands.Choice(name=n, value=n) for n in sorted(names) if current.lower() in n][:25]
+        names = [n for n in await self.registry.names(interaction.guild_id) if n not in BUILTIN]
+        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n][:25]
 
     async def _versions(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         model = interaction.namespace.model
         try:
-            found = await asyncio.to_thread(self.registry.model, model or "")
+            found = await self.registry.model(interaction.guild_id, model or "")
         except CharLMError:
             return []
         return [app_commands.Choice(name=f"{v.label} ({v.corpus})"[:100], value=v.label)

@@ -15,7 +15,7 @@ MESSAGE_LIMIT = 2000
 
 
 def title(job: Job) -> str:
-    target = f"{job.target} {job.target_version}"
+    target = f"{job.target} {job.target_version}" if job.target_version else f"a new version of {job.target}"
     source = f"{job.base} {job.base_version}"
     return f"Fine-tune #{job.id}: {source} → {target} on `{discord.utils.escape_markdown(job.corpus_name)}`"
 
@@ -41,7 +41,7 @@ def figures(job: Job) -> str:
             f"{job.base_heldout_bpc:.3f} {job.base} {job.base_version}")
 
 
-def describe(job: Job) -> str:
+def describe(job: Job, position: int | None = None) -> str:
     """The job's message: title, settings and where it stands."""
     when = discord.utils.format_dt(datetime.fromtimestamp(job.created_at, timezone.utc), "R")
     s = job.settings
@@ -49,16 +49,22 @@ def describe(job: Job) -> str:
              f"started {when} by <@{job.user_id}> · {s['epochs']} epochs · batch {s['batch_size']} · "
              f"learning rate {s['learning_rate']:g}" + (" · force" if s.get("force") else ""),
              f"-# {job.cleaning}"]
-    if job.state == "running":
+    if job.state == "queued":
+        place = f"number {position} in line" if position else "in line"
+        lines.append(f"⏳ queued, {place}: it starts when the jobs before it are done "
+                     "(`/finetune cancel` takes it out of the queue)")
+    elif job.state == "running":
         lines.append(progress_line(job.progress))
     elif job.state == "succeeded":
         lines.append(figures(job))
         if job.served:
-            lines.append(f"✅ now serving **{job.target} {job.target_version}**"
+            lines.append(f"✅ now serving **{job.target} {job.target_version}** in this server"
                          + (" (forced)" if s.get("force") and job.heldout_bpc >= job.base_heldout_bpc else ""))
         else:
             lines.append(f"⚠️ {job.target} {job.target_version} is no better than its base, so it is saved but "
                          f"not served; `/models model:{job.target} serve:{job.target_version}` serves it anyway")
+    elif job.state == "cancelled" and job.started_at is None:
+        lines.append("⏹️ cancelled before it started; nothing was saved and the served models are unchanged")
     elif job.state == "cancelled":
         lines.append("⏹️ cancelled; nothing was saved and the served models are unchanged")
     elif job.state == "interrupted":
@@ -69,16 +75,26 @@ def describe(job: Job) -> str:
     return "\n".join(lines)[:MESSAGE_LIMIT]
 
 
-def describe_models(models: list[Model]) -> str:
-    """/models: every model, its versions, the served one, and held-out figures."""
+def describe_models(models: list[Model], guild_id: int | None, everything: bool = False) -> str:
+    """/models: every model a server sees (or, for the owners, every server's), its versions,
+    the served one, and held-out figures."""
     lines = []
     for model in models:
-        lines.append(f"**{model.name}** (serving {model.served.label})")
+        if everything:
+            default = model.default.label if model.default else "nothing"
+            lines.append(f"**{model.name}** (every server's default: {default})")
+        else:
+            served = model.served.label if model.served else "nothing yet"
+            lines.append(f"**{model.name}** (serving {served})")
         for v in reversed(model.versions):
-            marker = "▶" if v == model.served else "·"
+            marker = "▶" if v == (model.default if everything else model.served) else "·"
             bpc = f"{v.heldout_bpc:.3f} bits/char held-out" if v.heldout_bpc is not None else "no held-out figure"
             base = f", base {v.base_heldout_bpc:.3f} on it" if v.base_heldout_bpc is not None else ""
-            origin = "shipped" if v.number == 0 else f"from {(v.card.get('base') or {}).get('name', '?')}"
+            origin = "shipped" if v.shipped else f"from {(v.card.get('base') or {}).get('name', '?')}"
+            if everything and not v.shipped:
+                origin += f", server {v.guild_id}" if v.guild_id else ", the owners'"
+            elif not v.shipped and v.guild_id != guild_id:
+                origin += ", published by the bot's owners"
             lines.append(f"{marker} {v.label}: {origin}, trained on `{discord.utils.escape_markdown(v.corpus)}` "
                          f"· {bpc}{base}")
     text = "\n".join(lines) or "No models."

@@ -1,42 +1,42 @@
-"""One fine-tune job at a time: the training process, its row, its message, the swap.
+"""Fine-tune jobs from upload to final message: the queue, at most [finetune] concurrent_jobs
+training processes, each job's row and message, and the new version of its server.
 
-The runner knows nothing of Discord: it tells a Reporter what to show, and a serve
-callback which model folder should now answer for a name.
+The runner knows nothing of Discord: it tells a Reporter what to show. Queued jobs wait in
+the database with their upload under finetune-uploads/<job id>/, so they survive a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from charlm.errors import CharLMError
+from charlm.storage import read_card
 from charlm.train import TrainConfig
 
 from bot.finetune.plot import loss_plot
 from bot.finetune.process import Finished, TrainingProcess
 from bot.finetune.registry import Registry, Version
 from bot.finetune.settings import FinetuneConfig
-from bot.finetune.store import Job, JobStore
+from bot.finetune.store import Busy, Job, JobStore
 
 log = logging.getLogger(__name__)
-Serve = Callable[[str, Version], Awaitable[None]]
-"""Load a version into the inference engine under a name, replacing what served it."""
+OnVersion = Callable[[Version], Awaitable[None]]
+"""Told about a new served version (to load it before the first request needs it)."""
 
 
 class Reporter(Protocol):
     """Where a job's state is shown (the Discord message of /finetune start)."""
 
-    async def show(self, job: Job, plot: bytes | None = None) -> None: ...
-
-
-class Busy(CharLMError):
-    """A job is already being prepared or trained."""
+    async def show(self, job: Job, plot: bytes | None = None, position: int | None = None) -> None: ...
 
 
 async def stop(task: asyncio.Task) -> None:
@@ -45,65 +45,131 @@ async def stop(task: asyncio.Task) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-class JobRunner:
-    """Holds the one job slot; runs a job from its accepted upload to its final message."""
+@dataclass
+class Running:
+    job: Job
+    process: TrainingProcess
+    out: Path
+    reporter: Reporter
+    task: asyncio.Task | None = None
 
-    def __init__(self, store: JobStore, registry: Registry, settings: FinetuneConfig, serve: Serve) -> None:
+
+class JobRunner:
+    """The queue and the training slots."""
+
+    def __init__(self, store: JobStore, registry: Registry, settings: FinetuneConfig,
+                 reporter_for: Callable[[Job], Reporter], on_version: OnVersion) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
-        self.serve = serve
-        self.preparing: str | None = None  # who is uploading, while the slot is reserved
-        self.cancel_requested = False  # /finetune cancel while the upload was being checked
-        self.job: Job | None = None
-        self.process: TrainingProcess | None = None
-        self.task: asyncio.Task | None = None
+        self.reporter_for = reporter_for
+        self.on_version = on_version
+        self.preparing: dict[int, bool] = {}  # guild id -> cancel requested, while an upload is checked
+        self.running: dict[int, Running] = {}  # job id -> its process
+        self.reporters: dict[int, Reporter] = {}  # queued job id -> its message
+        self.closing = False
+        self._pump = asyncio.Lock()
         self.uploads = settings.models_dir.parent / "finetune-uploads"
 
-    @property
-    def busy(self) -> bool:
-        return self.preparing is not None or self.job is not None
+    # ---- per server -------------------------------------------------------------------------------
 
-    def reserve(self, who: str) -> None:
-        """Take the slot while an upload is checked, so a second request sees it taken."""
-        if self.busy:
-            raise Busy("a fine-tune job is already running")
-        self.preparing = who
-        self.cancel_requested = False
+    def running_for(self, guild_id: int | None) -> Running | None:
+        return next((r for r in self.running.values() if r.job.guild_id == guild_id), None)
 
-    def release(self) -> None:
-        """Free the slot if no job was started from the reserved upload."""
-        self.preparing = None
+    def reserve(self, guild_id: int) -> None:
+        """Hold the server's one job while its upload is checked."""
+        if guild_id in self.preparing:
+            raise Busy("An upload for a fine-tune job of this server is being checked; wait a moment.")
+        self.preparing[guild_id] = False
 
-    async def start(self, job: Job, corpus: bytes, base: Version, out: Path, reporter: Reporter) -> None:
-        """Store the job, save the upload for the training process, and start it."""
-        if self.cancel_requested:
-            raise CharLMError("the job was cancelled before it started; nothing was saved")
-        upload = self.uploads / f"{int(time.time() * 1000)}" / job.corpus_name
-        upload.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(upload.write_bytes, corpus)
-        config = TrainConfig(epochs=job.settings["epochs"], batch_size=job.settings["batch_size"],
-                             learning_rate=job.settings["learning_rate"], patience=job.settings["patience"])
-        spec = {"corpus": str(upload), "base": str(base.folder), "out": str(out), "config": asdict(config),
-                "nice": self.settings.nice}
+    def release(self, guild_id: int) -> None:
+        self.preparing.pop(guild_id, None)
+
+    def upload_of(self, job: Job) -> Path:
+        return self.uploads / str(job.id) / job.corpus_name
+
+    # ---- the queue --------------------------------------------------------------------------------
+
+    async def submit(self, job: Job, corpus: bytes, reporter: Reporter) -> None:
+        """Queue a job: its upload is written aside, its row inserted, the upload renamed into place."""
+        if self.preparing.get(job.guild_id):
+            raise CharLMError("The job was cancelled before it was queued; nothing was saved.")
+        incoming = self.uploads / f".incoming-{uuid.uuid4().hex}"
+        await asyncio.to_thread(_write, incoming / job.corpus_name, corpus)
         try:
-            self.process = await TrainingProcess.start(spec)
-        except OSError as exc:
-            shutil.rmtree(upload.parent, ignore_errors=True)
-            raise CharLMError(f"could not start the training process: {exc}") from None
-        job.pid = self.process.pid
-        await self.store.add(job)
-        self.job, self.preparing = job, None
-        try:  # shown before the job's task exists, so it can never overwrite the final message
-            await reporter.show(job)
+            job.state = "queued"
+            await self.store.add(job)
+            await asyncio.to_thread(os.replace, incoming, self.uploads / str(job.id))
+        except BaseException:
+            shutil.rmtree(incoming, ignore_errors=True)
+            raise
+        self.reporters[job.id] = reporter
+        log.info("fine-tune job %s queued for guild %s: %s %s -> %s on %s", job.id, job.guild_id, job.base,
+                 job.base_version, job.target, job.corpus_name)
+        await self.pump()
+        if job.id in self.reporters:  # still waiting: show where it stands
+            await self._show_position(job)
+
+    async def pump(self) -> None:
+        """Start queued jobs while there are free slots; then show the waiting ones their place."""
+        async with self._pump:
+            while not self.closing and len(self.running) < self.settings.concurrent_jobs:
+                job = await self.store.claim_next()
+                if job is None:
+                    break
+                await self._start(job)
+            if not self.closing:
+                for job in await self.store.in_state("queued"):
+                    if job.id in self.reporters:
+                        await self._show_position(job)
+
+    async def _show_position(self, job: Job) -> None:
+        reporter = self.reporters.get(job.id)
+        if reporter is None:
+            return
+        try:
+            await reporter.show(job, position=await self.store.position(job))
         except Exception as exc:
-            log.warning("could not show fine-tune job %s: %s", job.id, exc)
+            log.warning("could not show queued fine-tune job %s: %s", job.id, exc)
+
+    async def _start(self, job: Job) -> None:
+        """Start a claimed job's training process; a job that cannot start fails with the reason."""
+        reporter = self.reporters.pop(job.id, None) or self.reporter_for(job)
+        upload = self.upload_of(job)
+        try:
+            base = await self.registry.version(job.guild_id, job.base, job.base_version)
+            making = {int(r.job.target_version[1:]) for r in self.running.values() if r.job.target == job.target}
+            number = await self.registry.next_number(job.target, making)
+            out = self.registry.folder_for(job.guild_id, job.target, number)
+            await asyncio.to_thread(self.registry.discard, out)  # left by a bot that was killed
+            if not upload.is_file():
+                raise CharLMError("its uploaded text was lost (the bot stopped while saving it)")
+            config = TrainConfig(epochs=job.settings["epochs"], batch_size=job.settings["batch_size"],
+                                 learning_rate=job.settings["learning_rate"], patience=job.settings["patience"])
+            spec = {"corpus": str(upload), "base": str(base.folder), "out": str(out), "config": asdict(config),
+                    "nice": self.settings.nice}
+            try:
+                process = await TrainingProcess.start(spec)
+            except OSError as exc:
+                raise CharLMError(f"could not start the training process: {exc}") from None
+        except CharLMError as exc:
+            job.state, job.error, job.finished_at = "failed", str(exc), time.time()
+            await self.store.update(job, "state", "error", "finished_at")
+            shutil.rmtree(upload.parent, ignore_errors=True)
+            await _show(reporter, job)
+            return
+        job.target_version, job.pid = f"v{number}", process.pid
+        await self.store.update(job, "target_version", "pid")
+        running = self.running[job.id] = Running(job, process, out, reporter)
+        await _show(reporter, job)  # shown before the job's task exists, so it never overwrites the final one
         log.info("fine-tune job %s started (pid %s): %s %s -> %s %s on %s", job.id, job.pid, job.base,
                  job.base_version, job.target, job.target_version, job.corpus_name)
-        self.task = asyncio.create_task(self._run(job, self.process, out, upload, reporter),
-                                        name=f"finetune-job-{job.id}")
+        running.task = asyncio.create_task(self._run(running), name=f"finetune-job-{job.id}")
 
-    async def _run(self, job: Job, process: TrainingProcess, out: Path, upload: Path, reporter: Reporter) -> None:
+    # ---- one job ----------------------------------------------------------------------------------
+
+    async def _run(self, running: Running) -> None:
+        job, process, out, reporter = running.job, running.process, running.out, running.reporter
         changed = asyncio.Event()
 
         def on_progress(event: dict[str, Any]) -> None:
@@ -122,15 +188,13 @@ class JobRunner:
             self.registry.discard(out)
         finally:  # also when the bot stops (CancelledError): shutdown() then marks the job
             await stop(updates)
-            shutil.rmtree(upload.parent, ignore_errors=True)
+            shutil.rmtree(self.upload_of(job).parent, ignore_errors=True)
         job.finished_at, job.pid = time.time(), None
         await self.store.update(job, "state", "progress", "heldout_bpc", "base_heldout_bpc", "served", "error",
                                 "finished_at", "pid")
-        self.job = self.process = self.task = None
-        try:
-            await reporter.show(job, plot)
-        except Exception:
-            log.exception("could not show the end of fine-tune job %s", job.id)
+        self.running.pop(job.id, None)
+        await _show(reporter, job, plot)
+        await self.pump()
 
     async def _show_progress(self, job: Job, changed: asyncio.Event, reporter: Reporter) -> None:
         """Store and show the latest progress, at most once per progress_interval."""
@@ -138,14 +202,11 @@ class JobRunner:
             await changed.wait()
             changed.clear()
             await self.store.update(job, "progress")
-            try:
-                await reporter.show(job)
-            except Exception as exc:  # the next update tries again; the job goes on
-                log.warning("progress update of fine-tune job %s failed: %s", job.id, exc)
+            await _show(reporter, job)
             await asyncio.sleep(self.settings.progress_interval)
 
     async def _finish(self, job: Job, finished: Finished, out: Path) -> bytes | None:
-        """Record the outcome; a good (or forced) result becomes the served version."""
+        """Record the outcome; a good (or forced) result becomes what the job's server serves."""
         if finished.kind != "done":
             job.state = finished.kind
             job.error = finished.reason
@@ -155,36 +216,82 @@ class JobRunner:
             return None
         result = finished.result
         job.heldout_bpc, job.base_heldout_bpc = result["heldout_bpc"], result["base_heldout_bpc"]
+        card = await asyncio.to_thread(read_card, out)
+        version = await self.registry.add(job.guild_id, job.target, int(job.target_version[1:]), out, card, job.id)
         job.state = "succeeded"
         if job.settings.get("force") or job.heldout_bpc < job.base_heldout_bpc:
-            version = self.registry.set_served(job.target, job.target_version)
-            await self.serve(job.target, version)
+            await self.on_version(version)  # loaded first: a broken folder leaves the served one alone
+            await self.registry.serve(job.guild_id, version, job.user_id)
             job.served = True
+        await self.prune(job.guild_id, job.target)
         log.info("fine-tune job %s succeeded: %.3f bits/char vs base %.3f, %s", job.id, job.heldout_bpc,
                  job.base_heldout_bpc, "served" if job.served else "not served")
         title = (f"{job.target} {job.target_version} from {job.base} {job.base_version}: held-out "
                  f"{job.heldout_bpc:.3f} vs {job.base_heldout_bpc:.3f} bits/char")
         return await asyncio.to_thread(loss_plot, result["history"], title)
 
-    async def cancel(self) -> Job | None:
-        """Stop the running job's process; its task records the cancellation."""
-        job, process, task = self.job, self.process, self.task
-        if job is None or process is None or task is None:
-            self.cancel_requested = self.preparing is not None
+    async def prune(self, guild_id: int, name: str) -> list[Version]:
+        """Keep at most keep_versions of a server's model; bases of waiting jobs stay."""
+        protect = set()
+        for other in await self.store.in_state("queued", "running"):
+            if other.base == name and other.base_version != "v0":
+                base = next((v for v in (await self.registry.model(other.guild_id, name)).versions
+                             if v.label == other.base_version), None)
+                if base is not None and base.id is not None:
+                    protect.add(base.id)
+        deleted = await self.registry.prune(guild_id, name, self.settings.keep_versions, protect)
+        for version in deleted:
+            log.info("deleted %s %s of guild %s (more than keep_versions=%d)", version.model, version.label,
+                     guild_id, self.settings.keep_versions)
+        return deleted
+
+    # ---- cancel and shutdown ----------------------------------------------------------------------
+
+    async def cancel(self, guild_id: int) -> Job | None:
+        """Stop the server's running job, or take its queued one out of the queue."""
+        running = self.running_for(guild_id)
+        if running is None:
+            job = await self.store.active(guild_id)
+            if job is not None and job.state == "queued" and await self.store.cancel_queued(job):
+                shutil.rmtree(self.upload_of(job).parent, ignore_errors=True)
+                reporter = self.reporters.pop(job.id, None)
+                if reporter is not None:
+                    await _show(reporter, job)
+                await self.pump()  # the others move up
+                return job
+            running = self.running_for(guild_id)  # it may have started meanwhile
+        if running is None:
+            if guild_id in self.preparing:
+                self.preparing[guild_id] = True
             return None
-        await process.stop(self.settings.cancel_grace)
-        await asyncio.shield(task)
-        return job
+        await running.process.stop(self.settings.cancel_grace)
+        if running.task is not None:
+            await asyncio.shield(running.task)
+        return running.job
 
     async def shutdown(self) -> None:
-        """The bot is stopping: stop training, discard the output, mark the job interrupted."""
-        job, process, task = self.job, self.process, self.task
-        if job is None or process is None or task is None:
-            return
-        task.cancel()
-        await process.stop(self.settings.cancel_grace)
-        self.registry.discard(self.registry.root / job.target / job.target_version)
-        job.state, job.finished_at, job.pid = "interrupted", time.time(), None
-        job.error = "the bot stopped while this job was training"
-        await self.store.update(job, "state", "progress", "finished_at", "pid", "error")
-        self.job = self.process = self.task = None
+        """The bot is stopping: stop training, discard the output, mark those jobs interrupted.
+        Queued jobs stay queued and start after the next start."""
+        self.closing = True
+        for running in list(self.running.values()):
+            job = running.job
+            if running.task is not None:
+                running.task.cancel()
+            await running.process.stop(self.settings.cancel_grace)
+            self.registry.discard(running.out)
+            job.state, job.finished_at, job.pid = "interrupted", time.time(), None
+            job.error = "the bot stopped while this job was training"
+            await self.store.update(job, "state", "progress", "finished_at", "pid", "error")
+            self.running.pop(job.id, None)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+async def _show(reporter: Reporter, job: Job, plot: bytes | None = None) -> None:
+    try:
+        await reporter.show(job, plot)
+    except Exception as exc:  # the next update tries again; the job goes on
+        log.warning("could not show fine-tune job %s: %s", job.id, exc)

@@ -1,44 +1,63 @@
-"""Versioned models on disk, and which version of each is served.
+"""Which model versions exist, which server owns each, and which one every server serves.
 
-    <models_dir>/<name>/v<N>/        model.keras, vocab.json, card.json (charlm's model folder)
-    <models_dir>/<name>/served.json  {"version": "v<N>"}; absent: the newest built-in or v1
+The registry lives in the database (tables `versions` and `serving`, bot.db.schema); the
+model files stay folders under [finetune] models_dir, written aside and renamed by charlm:
 
-The shipped models (/alice, /seuss) are version v0 of their name and stay where the
-config says (weights/ may be read-only); everything the bot trains goes under the
-writable data directory. Folders are written aside and renamed, and served.json is
-replaced with os.replace, so a reader never sees half of either.
+    <models_dir>/<guild_id>/<name>/v<N>/   model.keras, vocab.json, card.json
+
+Version numbers are unique per name across all servers, so a label like `seuss v3` means
+one version everywhere (a reply's footer, /models, the history). The shipped models are
+v0 of `alice` and `seuss` and stay where the config says (weights/ may be read-only).
+
+What server G gets for a name: its own `serving` row, else the owners' default (scope 0),
+else the shipped v0. A server sees (and may serve) the shipped version, its own versions,
+and the versions the owners' default or its own choice point at; nothing else.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import asyncio
 import re
 import shutil
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from charlm.errors import CharLMError
 from charlm.storage import CARD_FILE, read_card
 
+from bot.db.schema import OWNERS, serving, versions
+
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 VERSION = re.compile(r"^v(\d+)$")
-SERVED_FILE = "served.json"
 
 
 @dataclass(frozen=True)
 class Version:
-    """One model folder and what its card says about it."""
+    """One model folder, who owns it, and what its card says about it."""
 
     model: str
     number: int
     folder: Path
     card: dict
+    guild_id: int = OWNERS  # the server it was trained in; 0 for the shipped and the owners' versions
+    id: int | None = None  # its row; None for the shipped v0
 
     @property
     def label(self) -> str:
         return f"v{self.number}"
+
+    @property
+    def shipped(self) -> bool:
+        return self.id is None
+
+    @property
+    def key(self) -> str:
+        """Its name in the inference engine (the shipped models keep their plain name)."""
+        return self.model if self.shipped else f"{self.model}@{self.label}"
 
     @property
     def heldout_bpc(self) -> float | None:
@@ -58,94 +77,211 @@ class Version:
 
 @dataclass(frozen=True)
 class Model:
+    """A name as one server (or the owners) sees it."""
+
     name: str
-    versions: list[Version]  # oldest first
-    served: Version
+    versions: list[Version]  # those the viewer may serve, oldest first
+    served: Version | None  # what the viewer's scope answers with; None: nothing yet
+    default: Version | None = None  # what servers without a choice of their own get
 
     def version(self, label: str) -> Version:
         for v in self.versions:
             if v.label == label.strip().lower():
                 return v
         known = ", ".join(v.label for v in self.versions)
-        raise CharLMError(f"{self.name} has no version {label!r} (it has {known})")
+        raise CharLMError(f"{self.name} has no version {label.strip()!r} here (it has {known}).")
 
 
 def check_name(name: str) -> str:
     name = name.strip().lower()
     if not NAME.match(name):
         raise CharLMError(f"{name!r} is not a usable model name: use 1-32 lowercase letters, digits, - or _, "
-                          "starting with a letter")
+                          "starting with a letter.")
     return name
 
 
-class Registry:
-    """The models the bot can serve: built-in folders plus what fine-tuning added."""
+def scope_of(guild_id: int | None) -> int:
+    """A server's scope; direct messages get what every server gets by default."""
+    return OWNERS if guild_id is None else guild_id
 
-    def __init__(self, root: Path, builtin: dict[str, Path]) -> None:
+
+class Registry:
+    """Versions and serving choices in the database, model folders on disk."""
+
+    def __init__(self, db: AsyncEngine, root: Path, builtin: dict[str, Path]) -> None:
+        self.db = db
         self.root = root
         self.builtin = builtin
+        self._shipped: dict[str, Version | None] = {}
 
-    def names(self) -> list[str]:
-        found = {p.name for p in self.root.iterdir() if p.is_dir() and NAME.match(p.name)} if self.root.is_dir() else set()
-        return sorted(found | {n for n, f in self.builtin.items() if (f / CARD_FILE).is_file()})
+    # ---- reading ----------------------------------------------------------------------------------
 
-    def versions(self, name: str) -> list[Version]:
-        versions = []
-        builtin = self.builtin.get(name)
-        if builtin is not None and (builtin / CARD_FILE).is_file():
-            versions.append(Version(name, 0, builtin, read_card(builtin)))
-        folder = self.root / name
-        if folder.is_dir():
-            for p in folder.iterdir():
-                match = VERSION.match(p.name)
-                if match and int(match.group(1)) > 0 and (p / CARD_FILE).is_file():
-                    versions.append(Version(name, int(match.group(1)), p, read_card(p)))
-        return sorted(versions, key=lambda v: v.number)
+    async def shipped(self, name: str) -> Version | None:
+        """v0 of a shipped model (its card read once)."""
+        if name not in self._shipped:
+            folder = self.builtin.get(name)
+            found = None
+            if folder is not None and (folder / CARD_FILE).is_file():
+                found = Version(name, 0, folder, await asyncio.to_thread(read_card, folder))
+            self._shipped[name] = found
+        return self._shipped[name]
 
-    def model(self, name: str) -> Model:
+    def _version(self, row: sa.Row) -> Version:
+        return Version(row.name, row.number, self.root / row.path, row.card, row.guild_id, row.id)
+
+    async def _rows(self, query: sa.Select) -> list[Version]:
+        async with self.db.connect() as conn:
+            return [self._version(r) for r in await conn.execute(query)]
+
+    async def by_id(self, version_id: int) -> Version | None:
+        found = await self._rows(sa.select(versions).where(versions.c.id == version_id))
+        return found[0] if found else None
+
+    async def _choices(self, name: str, scopes: list[int]) -> dict[int, int | None]:
+        """scope -> version id (None: the shipped v0) of the serving rows for a name."""
+        query = sa.select(serving.c.scope, serving.c.version_id).where(serving.c.name == name,
+                                                                       serving.c.scope.in_(scopes))
+        async with self.db.connect() as conn:
+            return {r.scope: r.version_id for r in await conn.execute(query)}
+
+    async def _resolve(self, name: str, choice: int | None) -> Version | None:
+        return await self.shipped(name) if choice is None else await self.by_id(choice)
+
+    async def served(self, guild_id: int | None, name: str) -> Version | None:
+        """The version that answers `name` in a server (or a DM); None: nothing there."""
+        scope = scope_of(guild_id)
+        choices = await self._choices(name, [scope, OWNERS])
+        for s in (scope, OWNERS):
+            if s in choices:
+                return await self._resolve(name, choices[s])
+        return await self.shipped(name)
+
+    async def names(self, guild_id: int | None) -> list[str]:
+        """Every name a server can see: shipped, its own, and those served to it."""
+        scope = scope_of(guild_id)
+        owned = sa.select(versions.c.name).where(versions.c.guild_id == scope)
+        chosen = sa.select(serving.c.name).where(serving.c.scope.in_([scope, OWNERS]))
+        async with self.db.connect() as conn:
+            found = {r[0] for r in await conn.execute(owned.union(chosen))}
+        shipped = {n for n in self.builtin if await self.shipped(n) is not None}
+        return sorted(found | shipped)
+
+    async def model(self, guild_id: int | None, name: str, everything: bool = False) -> Model:
+        """`name` as a server sees it; `everything`: as the owners see it (every server's versions)."""
         name = name.strip().lower()
-        versions = self.versions(name)
-        if not versions:
-            known = ", ".join(self.names()) or "none"
-            raise CharLMError(f"there is no model called {name!r} (models: {known})")
-        served_label = self._served_label(name)
-        served = next((v for v in versions if v.label == served_label), versions[0])
-        return Model(name, versions, served)
+        scope = scope_of(guild_id)
+        choices = await self._choices(name, [scope, OWNERS])
+        default = await self._resolve(name, choices[OWNERS]) if OWNERS in choices else await self.shipped(name)
+        if everything:
+            served = default
+        elif scope in choices:
+            served = await self._resolve(name, choices[scope])
+        else:
+            served = default
+        query = sa.select(versions).where(versions.c.name == name)
+        if not everything:
+            shown = [i for i in (choices.get(scope), choices.get(OWNERS)) if i is not None]
+            query = query.where(sa.or_(versions.c.guild_id == scope, versions.c.id.in_(shown)))
+        found = await self._rows(query)
+        shipped = await self.shipped(name)
+        listed = sorted(([shipped] if shipped else []) + found, key=lambda v: v.number)
+        if not listed:
+            raise CharLMError(f"There is no model called {name!r} here; /models lists them.")
+        return Model(name, listed, served, default)
 
-    def models(self) -> list[Model]:
-        return [self.model(n) for n in self.names()]
+    async def models(self, guild_id: int | None, everything: bool = False) -> list[Model]:
+        if everything:
+            async with self.db.connect() as conn:
+                names = {r[0] for r in await conn.execute(sa.select(versions.c.name).distinct())}
+            names |= {n for n in self.builtin if await self.shipped(n) is not None}
+        else:
+            names = set(await self.names(guild_id))
+        return [await self.model(guild_id, n, everything) for n in sorted(names)]
 
-    def _served_label(self, name: str) -> str | None:
-        try:
-            return json.loads((self.root / name / SERVED_FILE).read_text("utf-8"))["version"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+    async def owned_names(self, guild_id: int) -> set[str]:
+        """Models this server made under names of its own (what [finetune] max_models counts)."""
+        query = sa.select(versions.c.name).where(versions.c.guild_id == guild_id).distinct()
+        async with self.db.connect() as conn:
+            return {r[0] for r in await conn.execute(query)} - set(self.builtin)
 
-    def next_version(self, name: str) -> tuple[str, Path]:
-        """Label and folder for a new version; the folder does not exist yet."""
-        numbers = [v.number for v in self.versions(name)]
-        folder = self.root / name
-        if folder.is_dir():  # also folders without a card yet, e.g. one a job is writing
-            numbers += [int(m.group(1)) for p in folder.iterdir() if (m := VERSION.match(p.name))]
-        label = f"v{max(numbers, default=0) + 1}"
-        return label, folder / label
+    async def version(self, guild_id: int | None, name: str, label: str) -> Version:
+        """A version by label, as a server sees it (the base of a job)."""
+        return (await self.model(guild_id, name)).version(label)
 
-    def set_served(self, name: str, label: str) -> Version:
-        """Make `label` the served version of `name` (written atomically)."""
-        version = self.model(name).version(label)
-        folder = self.root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{SERVED_FILE}.", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"version": version.label}, f)
-            f.write("\n")
-        os.replace(tmp, folder / SERVED_FILE)
-        return version
+    # ---- writing ----------------------------------------------------------------------------------
+
+    def folder_for(self, guild_id: int, name: str, number: int) -> Path:
+        return self.root / str(guild_id) / name / f"v{number}"
+
+    async def next_number(self, name: str, reserved: set[int] = frozenset()) -> int:
+        """The next version number of a name, after every stored one and those jobs are making."""
+        async with self.db.connect() as conn:
+            top = (await conn.execute(sa.select(sa.func.max(versions.c.number)).where(
+                versions.c.name == name))).scalar()
+        return max([top or 0, *reserved]) + 1
+
+    async def add(self, guild_id: int, name: str, number: int, folder: Path, card: dict,
+                  job_id: int | None = None) -> Version:
+        """Record a version folder that is complete on disk."""
+        values = dict(guild_id=guild_id, name=name, number=number, path=str(folder.relative_to(self.root)),
+                      card=card, created_at=time.time(), job_id=job_id)
+        async with self.db.begin() as conn:
+            result = await conn.execute(sa.insert(versions).values(**values))
+            version_id = result.inserted_primary_key[0]
+        return Version(name, number, folder, card, guild_id, version_id)
+
+    async def serve(self, scope: int, version: Version, user_id: int | None = None) -> None:
+        """Make `version` what `scope` (a guild, or 0: every server by default) gets for its name."""
+        async with self.db.begin() as conn:
+            await conn.execute(sa.delete(serving).where(serving.c.scope == scope, serving.c.name == version.model))
+            await conn.execute(sa.insert(serving).values(scope=scope, name=version.model, version_id=version.id,
+                                                         set_by=user_id, set_at=time.time()))
+
+    async def prune(self, guild_id: int, name: str, keep: int, protect: set[int] = frozenset()) -> list[Version]:
+        """Delete a server's oldest versions of `name` beyond `keep`; a served version (anywhere)
+        and those in `protect` (bases of queued or running jobs) are never deleted."""
+        async with self.db.begin() as conn:
+            rows = (await conn.execute(sa.select(versions).where(
+                versions.c.guild_id == guild_id, versions.c.name == name).order_by(versions.c.number))).all()
+            used = {r[0] for r in await conn.execute(sa.select(serving.c.version_id).where(
+                serving.c.version_id.is_not(None)))} | set(protect)
+            excess = len(rows) - keep
+            doomed = [self._version(r) for r in rows if r.id not in used][:max(0, excess)]
+            if doomed:
+                await conn.execute(sa.delete(versions).where(versions.c.id.in_([v.id for v in doomed])))
+        for v in doomed:  # after the commit: a crash leaves at worst an unlisted folder
+            await asyncio.to_thread(self.discard, v.folder)
+        return doomed
+
+    async def purge_guild(self, guild_id: int) -> list[Version]:
+        """Forget a server: its choices and versions. A version the owners serve to every server
+        stays, as the owners' (0)."""
+        async with self.db.begin() as conn:
+            await conn.execute(sa.delete(serving).where(serving.c.scope == guild_id))
+            used = {r[0] for r in await conn.execute(sa.select(serving.c.version_id).where(
+                serving.c.version_id.is_not(None)))}
+            rows = (await conn.execute(sa.select(versions).where(versions.c.guild_id == guild_id))).all()
+            doomed = [self._version(r) for r in rows if r.id not in used]
+            kept = [r.id for r in rows if r.id in used]
+            if doomed:
+                await conn.execute(sa.delete(versions).where(versions.c.id.in_([v.id for v in doomed])))
+            if kept:
+                await conn.execute(sa.update(versions).where(versions.c.id.in_(kept)).values(guild_id=OWNERS))
+        for v in doomed:
+            await asyncio.to_thread(self.discard, v.folder)
+        return doomed
 
     def discard(self, folder: Path) -> None:
-        """Remove a version folder that never became a version, and anything half-written
-        for it (charlm saves as .<label>.*.tmp and .<label>.old beside it)."""
+        """Remove a version folder, and anything half-written for it (charlm saves as
+        .<label>.*.tmp and .<label>.old beside it)."""
         if folder.parent.is_dir():
             for p in folder.parent.glob(f".{folder.name}.*"):
                 shutil.rmtree(p, ignore_errors=True)
         shutil.rmtree(folder, ignore_errors=True)
+        parent = folder.parent
+        while parent != self.root and self.root in parent.parents:  # the model's, then the server's folder
+            try:
+                parent.rmdir()  # only if empty
+            except OSError:
+                break
+            parent = parent.parent

@@ -30,6 +30,9 @@ class FinetuneConfig:
     progress_interval: float = setting(5.0, number(0.2, 60))
     nice: int = setting(10, integer(0, 19))
     cancel_grace: float = setting(5.0, number(0.1, 60))
+    concurrent_jobs: int = setting(1, integer(1, 16))
+    max_models: int = setting(10, integer(0, 1000))
+    keep_versions: int = setting(5, integer(1, 1000))
     models_dir: Path = setting(Path("models"), path())
     database: Path = setting(Path("finetune.sqlite3"), path())
 

@@ -1,60 +1,31 @@
-"""Fine-tune jobs, one SQLite row each, in their own file (data/finetune.sqlite3).
+"""Fine-tune jobs and their queue: one row each in the `jobs` table (bot.db.schema).
 
-A separate file keeps this schema's PRAGMA user_version apart from the history
-database's; MIGRATIONS[n] takes this file from version n to n + 1 in one transaction.
+The queue is the rows in state `queued`, oldest id first. A job is claimed by one
+UPDATE ... WHERE state = 'queued' on the row a SELECT found; that SELECT carries
+FOR UPDATE SKIP LOCKED, which PostgreSQL honours (several bots could share one queue)
+and SQLite, whose writers are serialised anyway, leaves out. A unique partial index
+keeps at most one queued-or-running job per server even if two requests race.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from charlm.errors import CharLMError
 
-from bot.sqlite import open_database
+from bot.db.schema import ACTIVE_STATES, departures, jobs
 
-MIGRATIONS: list[str] = [
-    # 1: one row per /finetune start that got past the upload checks.
-    """
-    CREATE TABLE jobs (
-        id INTEGER PRIMARY KEY,
-        created_at REAL NOT NULL,           -- unix seconds, UTC
-        finished_at REAL,
-        user_id INTEGER NOT NULL,
-        guild_id INTEGER,
-        channel_id INTEGER,
-        base TEXT NOT NULL,                 -- model name trained from
-        base_version TEXT NOT NULL,         -- e.g. v0 (shipped weights) or v3
-        target TEXT NOT NULL,               -- model name the result becomes a version of
-        target_version TEXT NOT NULL,       -- e.g. v4
-        corpus_name TEXT NOT NULL,
-        corpus_sha256 TEXT NOT NULL,
-        corpus_chars INTEGER NOT NULL,      -- after cleaning
-        cleaning TEXT NOT NULL,             -- the cleaning report line shown to the admin
-        settings TEXT NOT NULL,             -- JSON: epochs, batch_size, learning_rate, force, ...
-        state TEXT NOT NULL,                -- running, succeeded, failed, cancelled, interrupted
-        progress TEXT NOT NULL DEFAULT '{}',-- JSON: the last TrainProgress
-        heldout_bpc REAL,                   -- new model, bits per char on the corpus's held-out 10%
-        base_heldout_bpc REAL,              -- its base, same text
-        served INTEGER NOT NULL DEFAULT 0,  -- 1 if the result replaced the served version
-        error TEXT NOT NULL DEFAULT '',
-        pid INTEGER                         -- training process while running
-    );
-    CREATE INDEX jobs_state ON jobs (state);
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-STATES = ("running", "succeeded", "failed", "cancelled", "interrupted")
-FINAL_STATES = STATES[1:]
+STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINAL_STATES = STATES[2:]
 
 
-class JobStoreError(CharLMError):
-    """The fine-tune database cannot be used (unreadable, or from a newer bot)."""
+class Busy(CharLMError):
+    """The server already has a job queued, running, or being checked."""
 
 
 @dataclass
@@ -65,15 +36,15 @@ class Job:
     base: str
     base_version: str
     target: str
-    target_version: str
     corpus_name: str
     corpus_sha256: str
     corpus_chars: int
     cleaning: str
     settings: dict[str, Any]
+    target_version: str = ""  # given when the job starts
     guild_id: int | None = None
     channel_id: int | None = None
-    state: str = "running"
+    state: str = "queued"
     progress: dict[str, Any] = field(default_factory=dict)
     heldout_bpc: float | None = None
     base_heldout_bpc: float | None = None
@@ -81,75 +52,105 @@ class Job:
     error: str = ""
     pid: int | None = None
     created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
     finished_at: float | None = None
     id: int | None = None
 
 
-COLUMNS = ("created_at", "finished_at", "user_id", "guild_id", "channel_id", "base", "base_version", "target",
-           "target_version", "corpus_name", "corpus_sha256", "corpus_chars", "cleaning", "settings", "state",
-           "progress", "heldout_bpc", "base_heldout_bpc", "served", "error", "pid")
-JSON_COLUMNS = ("settings", "progress")
+COLUMNS = tuple(f.name for f in fields(Job) if f.name != "id")
 
 
-def _row_to_job(row: aiosqlite.Row) -> Job:
-    values = dict(row)
-    for column in JSON_COLUMNS:
-        values[column] = json.loads(values[column])
+def _job(row: sa.Row) -> Job:
+    values = dict(row._mapping)
     values["served"] = bool(values["served"])
     return Job(**values)
 
 
-def _value(job: Job, column: str) -> Any:
-    value = getattr(job, column)
-    return json.dumps(value, sort_keys=True) if column in JSON_COLUMNS else value
-
-
 class JobStore:
-    """The jobs table behind /finetune status and the restart check."""
+    """The jobs table behind /finetune, the queue, and the restart check."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: AsyncEngine) -> None:
         self.db = db
-        self.path = path
-
-    @classmethod
-    async def open(cls, path: str | Path) -> "JobStore":
-        """Open (creating folders and file as needed), switch to WAL and migrate."""
-        path = Path(path)
-        return cls(await open_database(path, MIGRATIONS, "fine-tune database", JobStoreError), path)
-
-    async def close(self) -> None:
-        await self.db.close()
 
     async def add(self, job: Job) -> int:
-        """Insert a job; returns (and sets) its id."""
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        cursor = await self.db.execute(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({placeholders})",
-                                       [_value(job, c) for c in COLUMNS])
-        job.id = cursor.lastrowid
-        await cursor.close()
+        """Insert a job (queued); returns (and sets) its id. Busy if the server has one already."""
+        try:
+            async with self.db.begin() as conn:
+                result = await conn.execute(sa.insert(jobs).values({c: getattr(job, c) for c in COLUMNS}))
+        except sa.exc.IntegrityError:
+            raise Busy("This server already has a fine-tune job queued or running; "
+                       "`/finetune status` shows it.") from None
+        job.id = result.inserted_primary_key[0]
         return job.id
 
     async def update(self, job: Job, *columns: str) -> None:
         """Write the named fields of a stored job back."""
-        sets = ", ".join(f"{c} = ?" for c in columns)
-        await self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*(_value(job, c) for c in columns), job.id])
+        async with self.db.begin() as conn:
+            await conn.execute(sa.update(jobs).where(jobs.c.id == job.id).values(
+                {c: getattr(job, c) for c in columns}))
+
+    async def _select(self, query: sa.Select) -> list[Job]:
+        async with self.db.connect() as conn:
+            return [_job(r) for r in await conn.execute(query)]
 
     async def get(self, job_id: int) -> Job | None:
-        async with self.db.execute(f"SELECT id, {', '.join(COLUMNS)} FROM jobs WHERE id = ?", (job_id,)) as cursor:
-            row = await cursor.fetchone()
-        return _row_to_job(row) if row else None
+        found = await self._select(sa.select(jobs).where(jobs.c.id == job_id))
+        return found[0] if found else None
 
-    async def latest(self, limit: int = 1) -> list[Job]:
-        sql = f"SELECT id, {', '.join(COLUMNS)} FROM jobs ORDER BY id DESC LIMIT ?"
-        async with self.db.execute(sql, (limit,)) as cursor:
-            return [_row_to_job(row) for row in await cursor.fetchall()]
+    async def latest(self, guild_id: int | None, limit: int = 1) -> list[Job]:
+        """A server's most recent jobs, newest first."""
+        return await self._select(sa.select(jobs).where(jobs.c.guild_id == guild_id)
+                                  .order_by(jobs.c.id.desc()).limit(limit))
+
+    async def active(self, guild_id: int | None) -> Job | None:
+        """The server's queued or running job, if any."""
+        found = await self._select(sa.select(jobs).where(jobs.c.guild_id == guild_id,
+                                                         jobs.c.state.in_(ACTIVE_STATES)))
+        return found[0] if found else None
+
+    async def in_state(self, *states: str) -> list[Job]:
+        return await self._select(sa.select(jobs).where(jobs.c.state.in_(states)).order_by(jobs.c.id))
+
+    async def position(self, job: Job) -> int:
+        """1 for the next job to start, 2 for the one after it, ..."""
+        query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.state == "queued", jobs.c.id <= job.id)
+        async with self.db.connect() as conn:
+            return (await conn.execute(query)).scalar()
+
+    async def claim_next(self) -> Job | None:
+        """Mark the oldest queued job of a server the bot is still in as running, and return it."""
+        left = sa.select(departures.c.guild_id)
+        pick = (sa.select(jobs.c.id).where(jobs.c.state == "queued", jobs.c.guild_id.not_in(left))
+                .order_by(jobs.c.id).limit(1).with_for_update(skip_locked=True))
+        async with self.db.begin() as conn:
+            job_id = (await conn.execute(pick)).scalar()
+            if job_id is None:
+                return None
+            claimed = await conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.state == "queued")
+                                         .values(state="running", started_at=time.time()))
+            if claimed.rowcount != 1:
+                return None
+            row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).one()
+        return _job(row)
+
+    async def cancel_queued(self, job: Job) -> bool:
+        """Take a job out of the queue; False if it started (or ended) meanwhile."""
+        async with self.db.begin() as conn:
+            done = await conn.execute(sa.update(jobs).where(jobs.c.id == job.id, jobs.c.state == "queued")
+                                      .values(state="cancelled", finished_at=time.time()))
+        if done.rowcount == 1:
+            job.state = "cancelled"
+        return done.rowcount == 1
 
     async def mark_interrupted(self, now: float | None = None) -> list[Job]:
         """Jobs still 'running' belong to a bot that stopped: mark them interrupted."""
-        async with self.db.execute(f"SELECT id, {', '.join(COLUMNS)} FROM jobs WHERE state = 'running'") as cursor:
-            jobs = [_row_to_job(row) for row in await cursor.fetchall()]
-        for job in jobs:
+        found = await self.in_state("running")
+        for job in found:
             job.state, job.finished_at, job.pid = "interrupted", time.time() if now is None else now, None
             job.error = "the bot stopped while this job was training"
             await self.update(job, "state", "finished_at", "pid", "error")
-        return jobs
+        return found
+
+    async def delete_guild(self, guild_id: int) -> int:
+        async with self.db.begin() as conn:
+            return (await conn.execute(sa.delete(jobs).where(jobs.c.guild_id == guild_id))).rowcount

@@ -9,10 +9,10 @@ from .models import (
 )
 from .recording import RecordedFile, RecordedRequest, Revision, StoredAttachment, StoredMessage, Violation
 from .rest import RateLimitRule
-from .server import DiscordDouble, patch_discord, running_double
+from .server import DiscordDouble, NotOffered, patch_discord, running_double
 
 __all__ = [
-    "MANAGE_GUILD", "ChannelSpec", "DiscordDouble", "GuildSpec", "InteractionHandle", "LogGuard", "RateLimitRule",
+    "MANAGE_GUILD", "ChannelSpec", "DiscordDouble", "GuildSpec", "NotOffered", "InteractionHandle", "LogGuard", "RateLimitRule",
     "RecordedFile", "RecordedRequest", "ResumeRecord", "Revision", "StoredAttachment", "StoredMessage", "UserSpec",
     "Violation", "World", "default_world", "guard_errors", "guild_id_on_shard", "patch_discord", "running_bot",
     "running_double", "shard_of", "sharded_world",

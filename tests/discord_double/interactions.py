@@ -220,3 +220,32 @@ def interaction_base(
         "context": 0,
         "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
     }
+
+
+def dm_interaction_base(world: World, kind: int, user: UserSpec, locale: str) -> dict[str, Any]:
+    """Fields of an interaction in a DM with the bot: no guild, `user` instead of `member`,
+    context 1 (BOT_DM), and "0" as the guild-install owner."""
+    return {
+        "id": str(snowflake()),
+        "application_id": str(world.application_id),
+        "type": kind,
+        "token": "itok_" + secrets.token_urlsafe(24),
+        "version": 1,
+        "channel": world.dm_channel(user),
+        "channel_id": world.dm_channel(user)["id"],
+        "user": user.payload(),
+        "app_permissions": str(world.bot.permissions),
+        "locale": locale,
+        "entitlements": [],
+        "authorizing_integration_owners": {"0": "0"},
+        "context": 1,
+        "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
+    }
+
+
+def offered_in_dms(command: dict[str, Any]) -> bool:
+    """Whether Discord shows a synced command in a DM with the bot (contexts / dm_permission)."""
+    contexts = command.get("contexts")
+    if contexts is not None:
+        return 1 in contexts
+    return command.get("dm_permission", True) is not False

@@ -184,6 +184,25 @@ class World:
     """What GET /gateway/bot recommends (discord.py's AutoShardedClient uses it when not told)."""
     max_guilds_per_session: int = 2500
     """A session that would hold more guilds is closed with 4011 Sharding required, as on Discord."""
+    team: tuple[UserSpec, ...] = ()
+    """When set, the application belongs to a team of these users (the first one owns it)."""
+    dm_channels: dict[int, int] = field(default_factory=dict)
+    """user id -> id of that user's DM channel with the bot (made on first use)."""
+
+    def dm_channel(self, user: UserSpec) -> dict[str, Any]:
+        """The user's DM channel with the bot (type 1), as interactions carry it."""
+        channel_id = self.dm_channels.setdefault(user.id, snowflake())
+        return {"id": str(channel_id), "type": 1, "last_message_id": None, "flags": 0,
+                "recipients": [user.payload()]}
+
+    def team_payload(self) -> dict[str, Any] | None:
+        if not self.team:
+            return None
+        team_id = str(self.application_id + 1)
+        return {"id": team_id, "name": f"{self.bot.username} team", "icon": None,
+                "owner_user_id": str(self.team[0].id),
+                "members": [{"membership_state": 2, "team_id": team_id, "user": u.payload(), "role": "admin",
+                             "permissions": ["*"]} for u in self.team]}
 
     def guild(self, guild_id: int | None) -> GuildSpec:
         if guild_id is None:
@@ -197,7 +216,7 @@ class World:
         """Find a user by spec, id or username; None means the first configured user."""
         if isinstance(user, UserSpec):
             return user
-        for candidate in [*self.users, self.owner, self.bot]:
+        for candidate in [*self.users, self.owner, *self.team, self.bot]:
             if user is None or candidate.id == user or candidate.username == user:
                 return candidate
         raise KeyError(f"user {user!r} is not configured")
@@ -212,7 +231,7 @@ class World:
             "bot_require_code_grant": False,
             "owner": self.owner.payload(),
             "verify_key": "0" * 64,
-            "team": None,
+            "team": self.team_payload(),
             "flags": 0,
             "bot": self.bot.payload(),
             "interactions_endpoint_url": None,

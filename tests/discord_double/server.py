@@ -16,7 +16,7 @@ from aiohttp import web
 from .gateway import Gateway, ResumeRecord
 from .interactions import (
     APPLICATION_COMMAND, AUTOCOMPLETE, COMPONENT, InteractionHandle, Notifier, build_options, find_command,
-    interaction_base,
+    dm_interaction_base, interaction_base, offered_in_dms,
 )
 from .models import GuildSpec, UserSpec, World, default_world
 from .recording import RecordedRequest, StoredAttachment, StoredMessage, Violation
@@ -184,6 +184,22 @@ class DiscordDouble:
         (shard_id: that shard's session; default the newest)."""
         return await self.gateway.force_reconnect(how, timeout, shard_id)
 
+    # ---- servers joining and leaving -------------------------------------------------------------
+
+    async def remove_guild(self, guild_id: int) -> GuildSpec:
+        """The bot is kicked from (or leaves) a guild: GUILD_DELETE without `unavailable`."""
+        guild = self.world.guild(guild_id)
+        self.world.guilds.remove(guild)
+        await self.gateway.dispatch("GUILD_DELETE", {"id": str(guild.id)})
+        return guild
+
+    async def add_guild(self, guild: GuildSpec) -> None:
+        """The bot is added to a guild: GUILD_CREATE with the whole guild."""
+        self.world.guilds.append(guild)
+        payload = guild.payload(self.world.users, self.world.bot)
+        del payload["unavailable"]  # a join carries no `unavailable`; `false` means an outage ended
+        await self.gateway.dispatch("GUILD_CREATE", payload)
+
     # ---- interactions -------------------------------------------------------------------------------
 
     def _lookup(self, name: str, guild_id: int) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
@@ -212,27 +228,42 @@ class DiscordDouble:
         permissions: int | None = None,
         locale: str = "en-US",
         focused: str | None = None,
+        dm: bool = False,
     ) -> InteractionHandle:
         """Dispatch a slash command ('finetune start' for subcommands) and return its handle.
 
         Options map names to values; attachment options take double.add_attachment() results.
         With `focused` set this is an autocomplete interaction for that option instead.
+        `dm=True` sends it from the user's DM with the bot; a command Discord would not offer
+        there (guild-only, or a guild command) raises NotOffered, as the user could not type it.
         """
-        guild = self.world.guild(guild_id)
-        command, chain, is_guild = self._lookup(name, guild.id)
         kind = AUTOCOMPLETE if focused else APPLICATION_COMMAND
-        payload = interaction_base(self.world, kind, guild, channel_id, self.world.user(user), permissions, locale)
+        if dm:
+            path = name.split()
+            if path[0] not in self.commands():
+                raise NotOffered(f"/{path[0]} is not a global command, so Discord does not offer it in DMs")
+            command, chain = find_command(self.commands(), path)
+            if not offered_in_dms(command):
+                raise NotOffered(f"/{path[0]} is guild-only, so Discord does not offer it in DMs")
+            is_guild, where = False, None
+            payload = dm_interaction_base(self.world, kind, self.world.user(user), locale)
+        else:
+            guild = self.world.guild(guild_id)
+            command, chain, is_guild = self._lookup(name, guild.id)
+            where = guild.id
+            payload = interaction_base(self.world, kind, guild, channel_id, self.world.user(user), permissions,
+                                       locale)
         resolved: dict[str, dict[str, Any]] = {}
         data: dict[str, Any] = {
             "id": command["id"],
             "name": command["name"],
             "type": command.get("type", 1),
-            "options": build_options(command, chain, options or {}, resolved, guild.id, focused),
+            "options": build_options(command, chain, options or {}, resolved, where, focused),
         }
         if resolved:
             data["resolved"] = resolved
         if is_guild:
-            data["guild_id"] = str(guild.id)
+            data["guild_id"] = str(where)
         payload["data"] = data
         return await self._send(payload)
 
@@ -255,15 +286,22 @@ class DiscordDouble:
         """Click a button (or pick select `values`) on a message the bot sent."""
         if custom_id not in message.custom_ids():
             raise KeyError(f"message {message.id} has no component {custom_id!r}; it has {message.custom_ids()}")
-        guild = self.world.guild(message.guild_id)
-        payload = interaction_base(
-            self.world, COMPONENT, guild, message.channel_id, self.world.user(user), permissions, "en-US"
-        )
+        if message.guild_id is None:  # a message in a DM with the bot
+            payload = dm_interaction_base(self.world, COMPONENT, self.world.user(user), "en-US")
+        else:
+            guild = self.world.guild(message.guild_id)
+            payload = interaction_base(
+                self.world, COMPONENT, guild, message.channel_id, self.world.user(user), permissions, "en-US"
+            )
         payload["data"] = {"custom_id": custom_id, "component_type": component_type}
         if values is not None:
             payload["data"]["values"] = values
         payload["message"] = message.payload()
         return await self._send(payload, target=message)
+
+
+class NotOffered(LookupError):
+    """Discord would not offer this command where the test tries to use it."""
 
 
 @asynccontextmanager

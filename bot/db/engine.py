@@ -1,0 +1,86 @@
+"""Opening the database: one async SQLAlchemy engine, migrated to the newest schema by Alembic."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from charlm.errors import CharLMError
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class DatabaseError(CharLMError):
+    """The database cannot be opened or migrated (one line, naming it)."""
+
+
+def alembic_config(connection: sa.Connection | None = None) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head() -> str:
+    """The newest schema revision this bot knows."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    current = MigrationContext.configure(connection).get_current_revision()
+    script = ScriptDirectory.from_config(alembic_config())
+    known = {r.revision for r in script.walk_revisions()}
+    if current is not None and current not in known:
+        raise DatabaseError(f"the database has schema {current}, newer than this bot's {head()}")
+    if current != head():
+        log.info("migrating the database from schema %s to %s", current or "(empty)", head())
+        command.upgrade(alembic_config(connection), "head")
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA busy_timeout = 5000")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def open_database(url: str) -> AsyncEngine:
+    """Create the engine (and a SQLite file's folder), then bring the schema to head."""
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed)
+    except (sa.exc.ArgumentError, OSError, ImportError) as exc:
+        raise DatabaseError(f"cannot open the database {shown(url)}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade)
+    except DatabaseError:
+        await engine.dispose()
+        raise
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        await engine.dispose()
+        raise DatabaseError(f"cannot use the database {shown(url)}: {exc.__class__.__name__}: {exc}") from None
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine

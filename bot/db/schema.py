@@ -1,0 +1,84 @@
+"""Table definitions: the one description of the schema the queries are written against.
+
+Ids of Discord objects are BigInteger snowflakes. `guild_id = 0` (OWNERS) means "the bot's
+owners": a version nobody's server owns, or, in `serving`, the default every server gets.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+OWNERS = 0
+"""The scope of what every server gets; no Discord guild has id 0."""
+ACTIVE_STATES = ("queued", "running")
+
+metadata = sa.MetaData()
+
+versions = sa.Table(
+    "versions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("guild_id", sa.BigInteger, nullable=False),  # the server it was trained in; 0: the owners'
+    sa.Column("name", sa.String(32), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),  # v<number>, unique per name across servers
+    sa.Column("path", sa.String(300), nullable=False),  # model folder, relative to [finetune] models_dir
+    sa.Column("card", sa.JSON, nullable=False),  # charlm's card.json: base, corpus, history, held-out
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("job_id", sa.Integer, nullable=True),
+    sa.UniqueConstraint("name", "number", name="versions_name_number"),
+    sa.Index("versions_guild_name", "guild_id", "name"),
+)
+
+serving = sa.Table(
+    "serving", metadata,
+    sa.Column("scope", sa.BigInteger, primary_key=True),  # a guild id, or 0: every server's default
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("versions.id", ondelete="RESTRICT"), nullable=True),
+    # NULL version_id: the shipped v0 (alice, seuss)
+    sa.Column("set_by", sa.BigInteger, nullable=True),
+    sa.Column("set_at", sa.Float, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),  # unix seconds, UTC; the queue's order with id
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("guild_id", sa.BigInteger, nullable=True),
+    sa.Column("channel_id", sa.BigInteger, nullable=True),
+    sa.Column("base", sa.String(32), nullable=False),
+    sa.Column("base_version", sa.String(16), nullable=False),  # e.g. v0 (shipped) or v3
+    sa.Column("target", sa.String(32), nullable=False),
+    sa.Column("target_version", sa.String(16), nullable=False, server_default=""),  # set when it starts
+    sa.Column("corpus_name", sa.String(200), nullable=False),
+    sa.Column("corpus_sha256", sa.String(64), nullable=False),
+    sa.Column("corpus_chars", sa.Integer, nullable=False),
+    sa.Column("cleaning", sa.Text, nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # queued, running, succeeded, failed, cancelled, interrupted
+    sa.Column("progress", sa.JSON, nullable=False),
+    sa.Column("heldout_bpc", sa.Float, nullable=True),
+    sa.Column("base_heldout_bpc", sa.Float, nullable=True),
+    sa.Column("served", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("pid", sa.Integer, nullable=True),  # training process while running
+    sa.Index("jobs_state", "state", "id"),
+    sa.Index("jobs_guild", "guild_id", "id"),
+    # at most one queued-or-running job per server, enforced by the database itself
+    sa.Index("jobs_one_active_per_guild", "guild_id", unique=True,
+             sqlite_where=sa.text("state IN ('queued', 'running')"),
+             postgresql_where=sa.text("state IN ('queued', 'running')")),
+)
+
+departures = sa.Table(
+    "departures", metadata,
+    sa.Column("guild_id", sa.BigInteger, primary_key=True),
+    sa.Column("left_at", sa.Float, nullable=False),  # the bot was removed; purged retention_days later
+)
+
+meta = sa.Table(
+    "meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
