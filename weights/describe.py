@@ -1,10 +1,16 @@
 """Write weights/README.md from the shipped models' cards, with fresh samples.
 
-    python weights/describe.py
+    python weights/describe.py [--previous-from DIR]
+
+weights/previous.json keeps the figures and samples of the models these replaced, so
+README.md shows old and new side by side after the old folders are gone; pass
+--previous-from a folder holding the old model folders (alice/, seuss/) to rewrite it.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -17,7 +23,9 @@ from charlm.sampling import Sampling  # noqa: E402
 MODELS = {
     "alice": ["alice was beginning to get very tired", "the white rabbit", "'off with her head!' said the"],
     "seuss": ["i do not like green eggs and ham", "the cat in the hat", "oh, the places you'll go"],
+    "storybook": ["once upon a time", "the little girl looked up at the", "there was an old man of"],
 }
+PREVIOUS = HERE / "previous.json"
 TEMPERATURES = (0.5, 1.0)
 LENGTH = 240
 REFERENCE = {  # held-out bits per char of general-purpose compressors on the same 10%
@@ -26,9 +34,31 @@ REFERENCE = {  # held-out bits per char of general-purpose compressors on the sa
 }
 
 
+def samples(folder: Path, prompts: list[str]) -> dict[str, list[str]]:
+    """{temperature: [prompt + continuation, ...]}, seed 0, LENGTH characters each."""
+    gen = Generator.from_folder(folder)
+    windows = [gen.vocab.window(p) for p in prompts]
+    out = {}
+    for temperature in TEMPERATURES:
+        texts = gen.generate([w.ids for w in windows], [Sampling(temperature=temperature, seed=0, length=LENGTH)] * len(prompts))
+        out[str(temperature)] = ["**" + w.prompt_text + "**" + t.replace("\n", " / ") for w, t in zip(windows, texts)]
+    return out
+
+
+def record_previous(folder: Path) -> None:
+    """Keep the figures and samples of the models about to be replaced."""
+    previous = {}
+    for name, prompts in MODELS.items():
+        if (folder / name / "card.json").is_file():
+            card = json.loads((folder / name / "card.json").read_text("utf-8"))
+            previous[name] = {"heldout_bpc": card["heldout"]["bits_per_char"],
+                              "verbatim": card["recitation"]["verbatim_40char_share"],
+                              "base": (card.get("base") or {}).get("name"), "samples": samples(folder / name, prompts)}
+    PREVIOUS.write_text(json.dumps(previous, indent=1) + "\n", "utf-8")
+
+
 def section(name: str, prompts: list[str]) -> str:
-    gen = Generator.from_folder(HERE / name)
-    card = gen.card
+    card = json.loads((HERE / name / "card.json").read_text("utf-8"))
     t = card["training"]
     lines = [
         f"## {name}",
@@ -36,7 +66,7 @@ def section(name: str, prompts: list[str]) -> str:
         "| figure | value |",
         "|---|---|",
         f"| held-out bits/char | **{card['heldout']['bits_per_char']:.3f}** ({card['heldout']['chars']:,} chars, last {card['corpus']['holdout_fraction']:.0%} of {card['corpus']['name']}) |",
-        f"| compressors on the same text | {REFERENCE[name]} |",
+        f"| compressors on the same text | {REFERENCE.get(name, 'not measured')} |",
         f"| architecture | {card['preset']}: embedding {card['layers']['embed']}, {card['layers']['layers']}x{card['layers']['units']} LSTM, dropout {card['layers']['dropout']}; {card['parameters']:,} parameters |",
         f"| base | {card['base']['name'] if card.get('base') else 'none'}"
         + (f" (held-out {card['base']['heldout_on_this_corpus']['bits_per_char']:.3f} bits/char before fine-tuning)" if card.get("base") else "") + " |",
@@ -46,18 +76,35 @@ def section(name: str, prompts: list[str]) -> str:
         f"| corpus sha256 | `{card['corpus']['sha256']}` |",
         "",
     ]
+    previous = json.loads(PREVIOUS.read_text("utf-8")).get(name) if PREVIOUS.is_file() else None
+    if previous and previous["heldout_bpc"] != card["heldout"]["bits_per_char"]:
+        lines[5:5] = [f"| previous {name} (replaced) | {previous['heldout_bpc']:.3f} held-out bits/char, base {previous['base']}, "
+                      f"{previous['verbatim']:.1%} verbatim |"]
+    else:
+        previous = None
+    new = samples(HERE / name, prompts)
     for temperature in TEMPERATURES:
-        lines.append(f"Samples at temperature {temperature} (seed 0, {LENGTH} characters; prompt in bold):")
+        key = str(temperature)
+        lines.append(f"Samples at temperature {temperature} (seed 0, {LENGTH} characters; prompt in bold)"
+                     + (", the previous model's first:" if previous else ":"))
         lines.append("")
-        windows = [gen.vocab.window(p) for p in prompts]
-        outs = gen.generate([w.ids for w in windows], [Sampling(temperature=temperature, seed=0, length=LENGTH)] * len(prompts))
-        for w, out in zip(windows, outs):
-            lines.append("> **" + w.prompt_text + "**" + out.replace("\n", " / "))
+        for i, text in enumerate(new[key]):
+            if previous:
+                lines.append("> *previous:* " + previous["samples"][key][i])
+                lines.append(">")
+                lines.append("> *new:* " + text)
+            else:
+                lines.append("> " + text)
             lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--previous-from", type=Path, help="folder with the models being replaced (alice/, seuss/)")
+    args = parser.parse_args()
+    if args.previous_from:
+        record_previous(args.previous_from)
     head = [
         "# Shipped models",
         "",

@@ -1,29 +1,42 @@
 #!/usr/bin/env bash
-# Rebuild the shipped models from the corpora (about 2 h 20 min on 2 CPU cores).
+# Rebuild the shipped models from the corpora (about 4 h on 2 CPU cores).
 # Usage: weights/reproduce.sh [CORPORA_DIR]   (default: ../shared/corpora)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpora=${1:-../shared/corpora}
 py=${PYTHON:-.venv/bin/python}
 
-# 1. A base pretrained on Shakespeare, with Alice's 42 characters (Shakespeare's '$', '&'
-#    and '3' are dropped): 1.1M characters of English teach spelling and syntax that
-#    Alice's 129k training characters alone cannot. It ran in two sittings of 38 and 60
-#    minutes (4 + 7 epochs on 2 CPU cores); the second resumes from the first's
-#    checkpoint, optimizer state included.
+# 1. A first base pretrained on Shakespeare, with Alice's 42 characters (Shakespeare's '$',
+#    '&' and '3' are dropped), in two sittings of 38 and 60 minutes (4 + 7 epochs); the
+#    second resumes from the first's checkpoint, optimizer state included.
 $py -m charlm train "$corpora/tiny_shakespeare.txt" --charset-from "$corpora/alice.txt" \
     --preset default --epochs 30 --max-minutes 38 --patience 3 --out runs/shakespeare-base
 $py -m charlm train "$corpora/tiny_shakespeare.txt" --charset-from "$corpora/alice.txt" \
     --preset default --epochs 30 --max-minutes 60 --patience 3 --out runs/shakespeare-base \
     --resume "$(ls runs/shakespeare-base.checkpoints/epoch-*.keras | tail -1)"
 
-# 2. alice: the base fine-tuned on lowercased Alice; the last 10% is held out.
+# 2. That base fine-tuned on lowercased Alice (the last 10% held out): the alice shipped
+#    until 2026-12 (1.743 held-out bits/char), kept as runs/previous/alice.
 $py -m charlm finetune "$corpora/alice.txt" --model runs/shakespeare-base \
+    --lr 1e-3 --epochs 40 --patience 4 --max-minutes 25 --out runs/previous/alice
+
+# 3. storybook: the children's library in $corpora/pretrain (39 public-domain books, each
+#    cleaned on its own, the last 10% of every book held out), trained on from step 2's
+#    weights so it starts out knowing English spelling. An "epoch" is 200 steps of 64
+#    windows (1.28M characters), validated on 500 held-out windows; lower dropout, since
+#    10M characters are far more than this budget reads once.
+$py -m charlm finetune "$corpora/pretrain" --model runs/previous/alice --dropout 0.1 \
+    --lr 1e-3 --epochs 100 --patience 3 --steps-per-epoch 200 --val-windows 500 \
+    --max-minutes 85 --out weights/storybook
+
+# 4. alice: storybook fine-tuned on Alice, with Alice's dropout again.
+$py -m charlm finetune "$corpora/alice.txt" --model weights/storybook --dropout 0.3 \
     --lr 1e-3 --epochs 40 --patience 4 --max-minutes 25 --out weights/alice
 
-# 3. seuss: alice fine-tuned on Dr Seuss mapped onto Alice's characters, as the recipe did.
+# 5. seuss: alice fine-tuned on Dr Seuss mapped onto Alice's characters, as the recipe did.
 $py -m charlm finetune "$corpora/seuss.txt" --model weights/alice \
     --lr 1e-3 --epochs 40 --patience 4 --max-minutes 15 --out weights/seuss
 
-# 4. weights/README.md: figures from the cards and fresh samples.
+# 6. weights/README.md: figures from the cards and fresh samples, next to the replaced
+#    models' (weights/previous.json, written once with --previous-from runs/previous).
 $py weights/describe.py
