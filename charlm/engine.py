@@ -38,9 +38,8 @@ import numpy as np
 
 from charlm.errors import CharLMError
 from charlm.generate import Backend, Batch, choose_backend
-from charlm.numpy_lstm import LSTMWeights
 from charlm.sampling import Sampling
-from charlm.storage import load_model_folder
+from charlm.storage import read_model_folder
 from charlm.vocab import PromptWindow, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -192,8 +191,8 @@ class Engine:
         `await asyncio.to_thread(engine.load, name, folder)`.
         """
         started = time.perf_counter()
-        saved = load_model_folder(folder)
-        stepper = choose_backend(LSTMWeights.from_keras(saved.model), self.backend)
+        saved = read_model_folder(folder)  # numpy arrays, without importing Keras
+        stepper = choose_backend(saved.weights, self.backend)
         _warm_up(stepper, saved.vocab, self.chunk)
         with self._cv:
             if self._closing:

@@ -8,6 +8,7 @@ beats its base on held-out text (or an admin says so).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import logging
 import time
@@ -39,7 +40,15 @@ TOKEN_LIFETIME = 14 * 60
 the job's progress moves to a plain channel message."""
 NOT_ADMIN = ("Only admins can fine-tune or switch models: you need the Manage Server permission in this server, "
              "or to be listed in the bot's config.")
+NO_TRAINING = ("This bot runs the serving-only image (no TensorFlow), so it cannot train; "
+               "start fine-tunes on a bot that runs the full image.")
 Epochs = app_commands.Range[int, 1, 100]
+
+
+def can_train() -> bool:
+    """Whether this install has Keras and TensorFlow, which the training process needs
+    (the serving-only image leaves them out); checked without importing them."""
+    return all(importlib.util.find_spec(name) is not None for name in ("keras", "tensorflow"))
 
 
 class JobMessage:
@@ -116,6 +125,9 @@ class FinetuneCog(commands.Cog):
                     name: str | None = None, epochs: Epochs | None = None, force: bool = False) -> None:
         if not is_admin(interaction, self.context.config):
             await tell(interaction, NOT_ADMIN)
+            return
+        if not can_train():
+            await tell(interaction, NO_TRAINING)
             return
         if self.runner.busy:
             await tell(interaction, await self._status_text())

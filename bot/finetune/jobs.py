@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from charlm.errors import CharLMError
-from charlm.train import TrainConfig
+from charlm.train_config import TrainConfig
 
 from bot.finetune.plot import loss_plot
 from bot.finetune.process import Finished, TrainingProcess
