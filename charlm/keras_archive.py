@@ -122,7 +122,7 @@ def _groups_by_layer(h5, layers: list[dict]) -> dict:
             by_name[name.decode() if isinstance(name, bytes) else str(name)] = stored[key]
     groups, used = {}, {}
     for layer in layers:
-        base = re.sub(r"(?<!^)(?=[A-Z])", "_", layer["class_name"]).lower()
+        base = _snake_case(layer["class_name"])
         count = used.get(base, 0)
         used[base] = count + 1
         key = base if count == 0 else f"{base}_{count}"
@@ -131,6 +131,13 @@ def _groups_by_layer(h5, layers: list[dict]) -> dict:
             raise _Bad(f"no weights for layer {layer['name']!r}")
         groups[layer["name"]] = group
     return groups
+
+
+def _snake_case(name: str) -> str:
+    """Keras' own rule (keras.src.utils.naming.to_snake_case): LSTM -> lstm, InputLayer -> input_layer."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _variables(group, kind: str) -> list[np.ndarray]:
