@@ -69,7 +69,7 @@ def _ids(weights: LSTMWeights, vocab: Vocabulary, length: int = 120) -> np.ndarr
                 Sampling(temperature=0, length=length)]
     windows = np.stack([vocab.window(p).ids for p in prompts] + [vocab.window("down the rabbit hole").ids])
     batch = Batch(NumpyLSTM(weights))
-    batch.join(windows, settings + [Sampling(seed=11, length=length)], len(vocab))
+    batch.join(windows, settings, len(vocab))
     return np.concatenate([batch.advance(16) for _ in range(length // 16 + 1)], axis=1)
 
 
