@@ -158,12 +158,14 @@ class GenerationCog(commands.Cog):
             raise CharLMError(f"This server allows at most {g.max_length} characters per reply.")
         if temperature > g.max_temperature:
             raise CharLMError(f"This server allows a temperature of at most {g.max_temperature:g}.")
+        # Acknowledge first: Discord shows "thinking" at once, and nothing the reply needs
+        # (the model's version and window, below; or a version loaded on demand) waits in
+        # front of the acknowledgement.
+        await interaction.response.defer(thinking=True)
+        record.ack_ms = elapsed_ms(started)
         version, vocab = self.context.engine.current(record.model)  # to show the prompt as the model reads it
         window = vocab.window(record.prompt, WINDOW)
         record.window, record.model_version = window.text, f"v{version.number}"
-
-        await interaction.response.defer(thinking=True)
-        record.ack_ms = elapsed_ms(started)
         live = LiveReply(interaction, lambda text: progress_reply(window.prompt_text, text, str(version), length),
                          g.edit_interval)
         try:
