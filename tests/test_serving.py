@@ -5,7 +5,9 @@ import Keras or TensorFlow; the arrays it reads must be the ones Keras loads, so
 same seeds give the same ids; and a damaged or foreign archive is one line.
 """
 
+import io
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -17,6 +19,7 @@ import pytest
 from charlm.cli import main
 from charlm.errors import CharLMError
 from charlm.generate import Batch, Generator
+from charlm.keras_archive import read_archive
 from charlm.numpy_lstm import LSTMWeights, NumpyLSTM
 from charlm.sampling import Sampling
 from charlm.storage import load_model_folder, read_model_folder, save_model_folder
@@ -56,8 +59,9 @@ print("no tensorflow")
 def test_serving_path_never_imports_tensorflow_or_keras(tmp_path):
     corpus = tmp_path / "text.txt"
     corpus.write_text(make_text(2_000), "utf-8")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1"}  # "auto" (the CLI's backend) picks numpy on any host
     out = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, *map(str, SHIPPED), str(corpus)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "no tensorflow", out.stderr[-3000:]
 
 
@@ -190,3 +194,21 @@ def test_a_damaged_or_foreign_archive_is_one_line(case, broken_folders, capsys):
     assert main(["generate", "hi", "--model", str(folder), "--length", "5"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_archives_without_stored_layer_names_are_read_by_keras_naming(tmp_path):
+    """Files whose h5 groups lack the layer-name attribute: groups are found by the key
+    Keras derives from config.json's layer order (lstm, lstm_1, ...), same arrays."""
+    import h5py
+
+    source = WEIGHTS / "alice" / "model.keras"
+    with zipfile.ZipFile(source) as archive:
+        buffer = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(buffer, "r+") as h5:
+        for key in h5["layers"]:
+            h5["layers"][key]["vars"].attrs.pop("name", None)
+    stripped = tmp_path / "model.keras"
+    _rezip(source, stripped, {"model.weights.h5": buffer.getvalue()})
+    a, b = read_archive(source), read_archive(stripped)
+    assert np.array_equal(a.embedding, b.embedding) and np.array_equal(a.dense[0], b.dense[0])
+    assert all(np.array_equal(x, y) for p, q in zip(a.lstms, b.lstms) for x, y in zip(p, q))
