@@ -8,7 +8,9 @@ temporary folder and run with the same Python, weights and Discord double. For e
 tree it measures:
 
 * `python -m charlm generate --length 400` end to end (wall seconds, median of
-  `--repeats`), and whether both trees print the same text for the same seed;
+  `--repeats`), as each tree runs it and both with one OpenBLAS thread (which
+  separates the cost of importing TensorFlow from that of the thread count), and
+  whether both trees print the same text for the same seed;
 * the engine's RSS with alice and seuss loaded, and per further loaded version
   (three more copies of alice under new names);
 * the bot process (`python -m bot`) from its start to its commands synced with a
@@ -79,13 +81,13 @@ def rss_of(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def time_generate(tree: Path, repeats: int) -> tuple[float, str]:
+def time_generate(tree: Path, repeats: int, env: dict[str, str] | None = None) -> tuple[float, str]:
     times, text = [], ""
     for _ in range(repeats):
         started = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "charlm", "generate", "alice", "--model", "weights/alice",
                               "--length", "400", "--seed", "1"], cwd=tree, capture_output=True, text=True,
-                             check=True)
+                             check=True, env={**os.environ, **(env or {})})
         times.append(time.perf_counter() - started)
         text = out.stdout
     return statistics.median(times), text
@@ -216,6 +218,7 @@ def main() -> None:
         texts = {}
         for name, tree in trees.items():
             results[name]["generate_s"], texts[name] = time_generate(tree, a.repeats)
+            results[name]["generate_1t_s"], _ = time_generate(tree, a.repeats, {"OPENBLAS_NUM_THREADS": "1"})
             results[name]["engine_rss_mib"], results[name]["per_version_mib"] = engine_rss(tree)
             work = Path(tmp) / name.replace(" ", "-")
             work.mkdir()
@@ -223,6 +226,7 @@ def main() -> None:
     old, new = results["tensorflow path"], results["numpy path"]
     rows = [("bot start -> commands synced (s)", "ready_s", "<= 6"),
             ("generate --length 400, end to end (s)", "generate_s", "<= 2"),
+            ("  the same, both with OPENBLAS_NUM_THREADS=1 (s)", "generate_1t_s", ""),
             ("engine RSS, alice + seuss (MiB)", "engine_rss_mib", "<= 256"),
             ("bot RSS at sync, alice + seuss (MiB)", "rss_mib", "<= 256"),
             ("bot RSS after the burst (MiB)", "rss_after_mib", ""),
