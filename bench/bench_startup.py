@@ -226,7 +226,7 @@ def main() -> None:
     old, new = results["tensorflow path"], results["numpy path"]
     rows = [("bot start -> commands synced (s)", "ready_s", "<= 6"),
             ("generate --length 400, end to end (s)", "generate_s", "<= 2"),
-            ("  the same, both with OPENBLAS_NUM_THREADS=1 (s)", "generate_1t_s", ""),
+            ("  same, OPENBLAS_NUM_THREADS=1 in both (s)", "generate_1t_s", ""),
             ("engine RSS, alice + seuss (MiB)", "engine_rss_mib", "<= 256"),
             ("bot RSS at sync, alice + seuss (MiB)", "rss_mib", "<= 256"),
             ("bot RSS after the burst (MiB)", "rss_after_mib", ""),
@@ -234,7 +234,8 @@ def main() -> None:
             (f"ack p50, {a.users} users at once (ms)", "ack_p50_ms", "<= 50"),
             (f"ack p90, {a.users} users at once (ms)", "ack_p90_ms", ""),
             ("ack p50, first burst: new connections (ms)", "ack_cold_p50_ms", "")]
-    print(f"baseline (TensorFlow path): {baseline[:12]}; this tree: numpy path; {os.cpu_count()} CPUs")
+    print(f"baseline (TensorFlow path): {baseline[:12]}; this tree: numpy path; {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"{'':42} {'TF path':>10} {'numpy path':>11} {'ratio':>7}  target")
     for label, key, target in rows:
         ratio = old[key] / new[key] if new[key] else float("nan")

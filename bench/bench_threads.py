@@ -75,7 +75,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--chars", type=int, default=400)
     a = ap.parse_args()
-    print(f"{os.cpu_count()} CPUs; {a.chars} characters per run; median of {a.repeats} runs")
+    print(f"{os.cpu_count()} CPUs; {a.chars} characters per run; median of {a.repeats} runs; "
+          f"load average {os.getloadavg()[0]:.1f} before (\"quiet\" adds no load of its own)")
     results: dict[tuple[str, str], list[dict]] = {}
     for load in ("quiet", "busy"):
         busy = None
