@@ -58,16 +58,15 @@ def _arrays(config: dict, weights: bytes) -> ArchiveArrays:
     import h5py  # here, not at the top: only loading needs it
 
     layers = _chain(config)
+    weighted = [layer for layer in layers if layer["class_name"] not in _SKIPPED]
+    kinds = [layer["class_name"] for layer in weighted]
+    if len(kinds) < 3 or kinds[0] != "Embedding" or kinds[-1] != "Dense" or set(kinds[1:-1]) != {"LSTM"}:
+        raise _Bad(f"layers {' -> '.join(kinds) or 'none'}, expected Embedding -> LSTM ... -> Dense")
     with h5py.File(io.BytesIO(weights), "r") as h5:
         groups = _groups_by_layer(h5, layers)
-        values = {layer["name"]: _variables(groups[layer["name"]], layer["class_name"]) for layer in layers
-                  if layer["class_name"] not in _SKIPPED}
-    kinds = [layer["class_name"] for layer in layers if layer["class_name"] not in _SKIPPED]
-    names = [layer["name"] for layer in layers if layer["class_name"] not in _SKIPPED]
-    if kinds[0] != "Embedding" or kinds[-1] != "Dense" or len(kinds) < 3 or set(kinds[1:-1]) != {"LSTM"}:
-        raise _Bad(f"layers {' -> '.join(kinds)}, expected Embedding -> LSTM ... -> Dense")
-    arrays = ArchiveArrays(values[names[0]][0], [tuple(values[n]) for n in names[1:-1]], tuple(values[names[-1]]))
-    _check_shapes(arrays, [layer for layer in layers if layer["class_name"] not in _SKIPPED])
+        values = [_variables(groups[layer["name"]], layer["class_name"]) for layer in weighted]
+    arrays = ArchiveArrays(values[0][0], [tuple(v) for v in values[1:-1]], tuple(values[-1]))
+    _check_shapes(arrays, weighted)
     return arrays
 
 
