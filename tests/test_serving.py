@@ -212,3 +212,24 @@ def test_archives_without_stored_layer_names_are_read_by_keras_naming(tmp_path):
     a, b = read_archive(source), read_archive(stripped)
     assert np.array_equal(a.embedding, b.embedding) and np.array_equal(a.dense[0], b.dense[0])
     assert all(np.array_equal(x, y) for p, q in zip(a.lstms, b.lstms) for x, y in zip(p, q))
+
+
+def test_a_bot_without_tensorflow_refuses_to_fine_tune_in_one_line(tmp_path, tiny_model, monkeypatch,
+                                                                   discord_log_guard):
+    """An install from requirements-serve.txt (the serving-only image) cannot train."""
+    from tests.test_finetune import jobs, rhymes, run, said, write_config
+
+    monkeypatch.setattr("bot.finetune.cog.can_train", lambda: False)
+    config = write_config(tmp_path, tiny_model)
+
+    async def scenario(double, bot) -> None:
+        handle = await double.send_command("finetune start", {"corpus": double.add_attachment("c.txt", rhymes(9000)),
+                                                              "base": "alice"}, user="alice")
+        assert await handle.acknowledged() == 4
+        assert handle.ephemeral and "serving-only image (no TensorFlow), so it cannot train" in said(handle)
+        reply = await double.send_command("alice", {"text": "the queen", "length": 20}, user="alice")
+        await reply.wait_final()
+        assert not reply.ephemeral
+
+    run(config, scenario)
+    assert jobs(config) == []
