@@ -1,6 +1,8 @@
 # Self-hosted charlm Discord bot (/alice, /seuss).
 #
 # CPU (default):  docker build -t charlm-bot .
+# Serving only:   docker build -t charlm-bot:serve --build-arg REQUIREMENTS=requirements-serve.txt .
+#                 (no TensorFlow: ~4x smaller, ready in seconds; cannot fine-tune)
 # GPU (CUDA):     docker build -t charlm-bot:gpu \
 #                   --build-arg BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu \
 #                   --build-arg REQUIREMENTS=requirements-gpu.txt .
@@ -38,7 +40,10 @@ RUN groupadd --system --gid 10001 bot \
 WORKDIR /app
 
 # Dependencies first, so code and weight changes reuse this (large) layer.
-COPY requirements.txt requirements-gpu.txt ./
+# REQUIREMENTS picks the image: requirements.txt (trains and serves, the default),
+# requirements-gpu.txt (the same on CUDA) or requirements-serve.txt (serves only:
+# no TensorFlow, Keras or matplotlib; for processes that never train, such as shards).
+COPY requirements.txt requirements-gpu.txt requirements-serve.txt ./
 RUN pip install --no-cache-dir -r "${REQUIREMENTS}"
 
 # Shipped weights, then code (changes most often) last.

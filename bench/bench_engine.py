@@ -11,8 +11,8 @@ best single pass of N (no step reads the weights faster), and 400 passes back to
 (what a request sees on a machine busy with other work). The request floor adds what
 priming cannot avoid: 100 passes over the recurrent kernels, one per prompt character.
 Figures come as best wall-clock and best CPU time of this process; on a loaded machine
-compare the CPU ones. OpenBLAS threads spin against other processes there: run with
-OPENBLAS_NUM_THREADS=1 for stable figures.
+compare the CPU ones. charlm runs OpenBLAS on one thread (charlm.blas, measured by
+bench/bench_threads.py); set OPENBLAS_NUM_THREADS to try others.
 Engine requests sample at temperature 0.8 (what the bot does); the recipe takes argmax.
 Random weights of the preset: the cost of a step does not depend on their values.
 """

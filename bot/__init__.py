@@ -5,9 +5,6 @@ the commands, for this bot or any other discord.py bot; bot.context holds the se
 (config, engine, history) that every cog shares.
 """
 
-import os
-
-# One BLAS thread for the inference thread's numpy steps: small matrix-vector products
-# lose more to thread hand-offs than they gain, and slow down many times over when a
-# fine-tuning process keeps the other cores busy. Set before numpy is first imported.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# charlm pins OpenBLAS to one thread for the inference thread's numpy steps (see
+# charlm.blas for why and the measurement); importing it first does so before numpy loads.
+import charlm  # noqa: F401

@@ -6,7 +6,11 @@ import os
 # Quiet TensorFlow's C++ start-up chatter before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from charlm.errors import CharLMError, TrainingCancelled
+from charlm.blas import pin_blas_threads  # noqa: E402
+
+pin_blas_threads()  # one OpenBLAS thread, before numpy loads: see charlm.blas for the measurement
+
+from charlm.errors import CharLMError, TrainingCancelled  # noqa: E402
 
 WINDOW = 100
 """Characters of context a prompt is cut or padded to, as in the recipe."""

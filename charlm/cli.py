@@ -11,7 +11,7 @@ from charlm.errors import CharLMError
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    from charlm.train import TrainConfig
+    from charlm.train_config import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--out", required=True, type=Path, help="model folder to write (replaced atomically)")
@@ -31,7 +31,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config(a: argparse.Namespace):
-    from charlm.train import TrainConfig
+    from charlm.train_config import TrainConfig
 
     for flag, value in (("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--seq-len", a.seq_len),
                         ("--steps-per-epoch", a.steps_per_epoch or 1), ("--val-windows", a.val_windows or 1)):
@@ -91,9 +91,19 @@ def cmd_generate(a: argparse.Namespace) -> None:
 def cmd_eval(a: argparse.Namespace) -> None:
     from charlm.corpus import load_corpus
     from charlm.evaluate import evaluate
-    from charlm.storage import load_model_folder
+    from charlm.generate import gpu_available
 
-    saved = load_model_folder(a.model)
+    if gpu_available():  # Keras on the GPU
+        from charlm.storage import load_model_folder
+
+        saved = load_model_folder(a.model)
+        scorer = saved.model
+    else:  # charlm's numpy step: no TensorFlow in this process
+        from charlm.numpy_lstm import NumpyLSTM
+        from charlm.storage import read_model_folder
+
+        saved = read_model_folder(a.model)
+        scorer = NumpyLSTM(saved.weights)
     corpus = load_corpus(a.corpus, saved.vocab.lowercase, a.holdout)
     text = corpus.split(a.holdout)[1] if a.heldout_only else corpus.text
     if a.max_chars:
@@ -101,7 +111,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
     ids = saved.vocab.encode(text).ids
     if len(ids) < 2:
         raise CharLMError(f"{corpus.name} has no characters this model knows")
-    result = evaluate(saved.model, ids)
+    result = evaluate(scorer, ids)
     print(json.dumps({"model": str(a.model), "corpus": corpus.name, "chars": result.chars,
                       "bits_per_char": round(result.bits_per_char, 4),
                       "nats_per_char": round(result.nats_per_char, 4)}))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -38,9 +39,8 @@ import numpy as np
 
 from charlm.errors import CharLMError
 from charlm.generate import Backend, Batch, choose_backend
-from charlm.numpy_lstm import LSTMWeights
 from charlm.sampling import Sampling
-from charlm.storage import load_model_folder
+from charlm.storage import read_model_folder
 from charlm.vocab import PromptWindow, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -161,12 +161,16 @@ class Engine:
     batch_wait: seconds an idle engine waits for more requests before priming.
     chunk: characters per step of the loop; also the streaming, cancel and timeout
         granularity.
+    nice: added to the inference thread's nice value (Linux: per thread), so that on a
+        busy CPU an event loop in the same process (the bot's) runs before generation.
     """
 
     def __init__(self, models: Mapping[str, str | Path] | None = None, *, backend: Backend = "auto",
-                 max_queue: int = 64, max_batch: int = 32, batch_wait: float = 0.001, chunk: int = 16) -> None:
+                 max_queue: int = 64, max_batch: int = 32, batch_wait: float = 0.001, chunk: int = 16,
+                 nice: int = 0) -> None:
         if max_queue < 1 or max_batch < 1 or chunk < 1 or batch_wait < 0:
             raise CharLMError("max_queue, max_batch and chunk must be at least 1, batch_wait not negative")
+        self.nice = nice
         self.backend: Backend = backend
         self.max_queue, self.max_batch, self.batch_wait, self.chunk = max_queue, max_batch, batch_wait, chunk
         self._cv = threading.Condition()
@@ -192,8 +196,8 @@ class Engine:
         `await asyncio.to_thread(engine.load, name, folder)`.
         """
         started = time.perf_counter()
-        saved = load_model_folder(folder)
-        stepper = choose_backend(LSTMWeights.from_keras(saved.model), self.backend)
+        saved = read_model_folder(folder)  # numpy arrays, without importing Keras
+        stepper = choose_backend(saved.weights, self.backend)
         _warm_up(stepper, saved.vocab, self.chunk)
         with self._cv:
             if self._closing:
@@ -307,6 +311,12 @@ class Engine:
     # -- the inference thread -------------------------------------------------------
 
     def _run(self) -> None:
+        if self.nice > 0:
+            try:
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
+            except (AttributeError, OSError) as exc:  # not Linux, or not allowed: run at the process's priority
+                log.info("inference thread keeps its priority (%s)", exc)
         lanes: dict[_Loaded, _Lane] = {}
         while True:
             with self._cv:

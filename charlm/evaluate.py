@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+    from charlm.numpy_lstm import NumpyLSTM
 
 WARMUP = 256
 """Characters of preceding text each scored chunk is conditioned on (and not scored)."""
@@ -22,14 +27,15 @@ class Evaluation:
         return self.nats_per_char / math.log(2)
 
 
-def evaluate(model: keras.Model, ids: np.ndarray, context: np.ndarray | None = None,
+def evaluate(model: "keras.Model | NumpyLSTM", ids: np.ndarray, context: np.ndarray | None = None,
              streams: int = 16) -> Evaluation:
     """Mean next-character loss over `ids`, conditioned on what precedes each character.
 
     The text is cut into `streams` contiguous chunks run side by side; each chunk first
     reads the WARMUP characters before it (from `context` for the first), so every scored
     character sees at least that much real history, like a compressor that has read the
-    text so far. Scoring starts at ids[1] when no context is given.
+    text so far. Scoring starts at ids[1] when no context is given. `model` is a Keras
+    model (training) or a NumpyLSTM (serving: `python -m charlm eval` without TensorFlow).
     """
     context = np.zeros(0, dtype=ids.dtype) if context is None else context
     full = np.concatenate([context, ids])
@@ -46,7 +52,10 @@ def evaluate(model: keras.Model, ids: np.ndarray, context: np.ndarray | None = N
     x = np.zeros((len(rows), width), dtype=np.int32)
     for i, r in enumerate(rows):
         x[i, : len(r)] = r
-    logits = np.asarray(model.predict(x, batch_size=len(rows), verbose=0), dtype=np.float64)
+    if hasattr(model, "sequence_logits"):
+        logits = np.asarray(model.sequence_logits(x), dtype=np.float64)
+    else:
+        logits = np.asarray(model.predict(x, batch_size=len(rows), verbose=0), dtype=np.float64)
     log_probs = log_softmax(logits)
     total = 0.0
     for i, r in enumerate(rows):

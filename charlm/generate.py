@@ -6,7 +6,9 @@ many users, and a row's output depends only on its own prompt, settings and seed
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -16,14 +18,27 @@ import numpy as np
 from charlm.errors import CharLMError
 from charlm.numpy_lstm import LSTMWeights, NumpyLSTM
 from charlm.sampling import RowParams, Sampling
-from charlm.storage import SavedModel, load_model_folder
+from charlm.storage import ModelFolder, SavedModel, read_model_folder
 from charlm.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 Backend = Literal["auto", "numpy", "tensorflow"]
 
 
+def _no_gpu_device() -> bool:
+    """True when no CUDA device can be there: no NVIDIA device node or driver, or
+    CUDA_VISIBLE_DEVICES hides them all. Checked first, so a CPU host never pays
+    seconds and hundreds of MB for importing TensorFlow just to hear "no GPU"."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return True
+    return not (os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/gpus")
+                or os.path.exists("/dev/nvidiactl"))
+
+
 def gpu_available() -> bool:
+    """Whether TensorFlow sees a GPU; imports TensorFlow only where one may exist."""
+    if _no_gpu_device() or importlib.util.find_spec("tensorflow") is None:
+        return False
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
@@ -110,15 +125,17 @@ class Batch:
 class Generator:
     """A loaded model ready to continue prompts."""
 
-    def __init__(self, saved: SavedModel, backend: Backend = "auto") -> None:
+    def __init__(self, saved: ModelFolder | SavedModel, backend: Backend = "auto") -> None:
         self.saved = saved
         self.vocab: Vocabulary = saved.vocab
         self.card = saved.card
-        self.stepper = choose_backend(LSTMWeights.from_keras(saved.model), backend)
+        weights = saved.weights if isinstance(saved, ModelFolder) else LSTMWeights.from_keras(saved.model)
+        self.stepper = choose_backend(weights, backend)
 
     @classmethod
     def from_folder(cls, folder: str | Path, backend: Backend = "auto") -> "Generator":
-        return cls(load_model_folder(folder), backend)
+        """Read without Keras; only the TensorFlow backend imports TensorFlow."""
+        return cls(read_model_folder(folder), backend)
 
     def batch(self) -> Batch:
         return Batch(self.stepper)

@@ -9,12 +9,16 @@ and one for the draw (charlm.kernels), so little is spent beyond reading the wei
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from charlm.kernels import cell_first, cell_next
 from charlm.sampling import RowParams, sample
+
+if TYPE_CHECKING:  # serving never imports Keras: weights come from charlm.keras_archive
+    import keras
+    from charlm.keras_archive import ArchiveArrays
 
 _SCRATCH_SIZES = 4  # batch sizes kept: the running batch, rows being primed, and a little slack
 State = list[tuple[np.ndarray, np.ndarray]]  # per layer: (h, c), each (batch, units)
@@ -36,22 +40,36 @@ class LSTMWeights:
     dense_b: np.ndarray
 
     @classmethod
-    def from_keras(cls, model: keras.Model) -> "LSTMWeights":
-        embedding = next(l for l in model.layers if isinstance(l, keras.layers.Embedding))
-        lstms = [l for l in model.layers if isinstance(l, keras.layers.LSTM)]
-        dense = next(l for l in model.layers if isinstance(l, keras.layers.Dense))
-        weights = [[np.ascontiguousarray(w, dtype=np.float32) for w in l.get_weights()] for l in lstms]
-        (emb,) = embedding.get_weights()
-        k0, _, b0 = weights[0]
-        dw, db = dense.get_weights()
+    def from_arrays(cls, embedding: np.ndarray, lstms: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    dense: tuple[np.ndarray, np.ndarray]) -> "LSTMWeights":
+        """From the layers' variables: embedding, (kernel, recurrent, bias) per LSTM, dense (w, b)."""
+        f32 = [[np.ascontiguousarray(w, dtype=np.float32) for w in layer] for layer in lstms]
+        k0, _, b0 = f32[0]
+        dw, db = dense
         return cls(
-            table=np.ascontiguousarray(np.asarray(emb, np.float32) @ k0 + b0, dtype=np.float32),
-            kernels=[w[0] for w in weights[1:]],
-            recurrent=[w[1] for w in weights],
-            biases=[w[2] for w in weights[1:]],
+            table=np.ascontiguousarray(np.asarray(embedding, np.float32) @ k0 + b0, dtype=np.float32),
+            kernels=[w[0] for w in f32[1:]],
+            recurrent=[w[1] for w in f32],
+            biases=[w[2] for w in f32[1:]],
             dense_w=np.ascontiguousarray(dw, dtype=np.float32),
             dense_b=np.ascontiguousarray(db, dtype=np.float32),
         )
+
+    @classmethod
+    def from_archive(cls, arrays: "ArchiveArrays") -> "LSTMWeights":
+        """From a `.keras` file read without Keras (charlm.keras_archive.read_archive)."""
+        return cls.from_arrays(arrays.embedding, arrays.lstms, arrays.dense)
+
+    @classmethod
+    def from_keras(cls, model: "keras.Model") -> "LSTMWeights":
+        """From a Keras model in memory (training, fine-tuning, tests)."""
+        import keras
+
+        embedding = next(l for l in model.layers if isinstance(l, keras.layers.Embedding))
+        lstms = [l for l in model.layers if isinstance(l, keras.layers.LSTM)]
+        dense = next(l for l in model.layers if isinstance(l, keras.layers.Dense))
+        (emb,) = embedding.get_weights()
+        return cls.from_arrays(emb, [l.get_weights() for l in lstms], tuple(dense.get_weights()))
 
     @property
     def units(self) -> list[int]:
@@ -161,6 +179,21 @@ class NumpyLSTM:
                     cells[t] = c
             if record is not None:
                 record.append((outputs, cells))
+
+    def sequence_logits(self, ids: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """Logits after every position of windows (batch, time) from a zero state, as
+        Keras' predict gives them (for evaluation). Runs `chunk` positions at a time, so
+        memory stays bounded however long the text."""
+        columns = np.ascontiguousarray(np.transpose(ids), dtype=np.int32)
+        steps, batch = columns.shape
+        state = self.zero_state(batch)
+        out = np.empty((batch, steps, self.w.dense_b.shape[0]), np.float32)
+        for start in range(0, steps, chunk):
+            record: list[tuple[np.ndarray, np.ndarray]] = []
+            self._run(state, columns[start:start + chunk], record)
+            last = record[-1][0]  # (positions, batch, units)
+            out[:, start:start + len(last)] = np.transpose(last @ self.w.dense_w + self.w.dense_b, (1, 0, 2))
+        return out
 
     def logits(self, state: State) -> np.ndarray:
         out = state[-1][0] @ self.w.dense_w

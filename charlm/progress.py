@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from charlm.train import TrainProgress
+from charlm.train_config import TrainProgress
 
 
 def format_duration(seconds: float) -> str:

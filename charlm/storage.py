@@ -1,4 +1,10 @@
-"""A saved model is a folder: model.keras, vocab.json, card.json. Written atomically."""
+"""A saved model is a folder: model.keras, vocab.json, card.json. Written atomically.
+
+Two ways to open one: `read_model_folder` gives the weights as numpy arrays without
+importing Keras or TensorFlow (serving: the bot, the engine, `generate` and `eval`);
+`load_model_folder` gives a Keras model (training and fine-tuning). Both check the
+three files against each other the same way.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +13,43 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from charlm.errors import CharLMError
-from charlm.model import inference_copy
+from charlm.keras_archive import read_archive
+from charlm.numpy_lstm import LSTMWeights
 from charlm.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    import keras
 
 MODEL_FILE, VOCAB_FILE, CARD_FILE = "model.keras", "vocab.json", "card.json"
 
 
 @dataclass
 class SavedModel:
-    """A loaded model folder."""
+    """A model folder loaded with Keras (for training and fine-tuning)."""
 
-    model: keras.Model
+    model: "keras.Model"
     vocab: Vocabulary
     card: dict
     path: Path
 
 
-def save_model_folder(model: keras.Model, vocab: Vocabulary, card: dict, folder: str | Path) -> Path:
+@dataclass
+class ModelFolder:
+    """A model folder read for serving: numpy weights, no Keras model."""
+
+    weights: LSTMWeights
+    vocab: Vocabulary
+    card: dict
+    path: Path
+
+
+def save_model_folder(model: "keras.Model", vocab: Vocabulary, card: dict, folder: str | Path) -> Path:
     """Write the folder aside, then rename it into place, so readers never see half of it."""
+    from charlm.model import inference_copy
+
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
@@ -59,25 +80,42 @@ def read_card(folder: str | Path) -> dict:
         raise CharLMError(f"{path} is unreadable ({exc.__class__.__name__})") from None
 
 
-def load_model_folder(folder: str | Path) -> SavedModel:
-    """Load and cross-check the three files; any problem is a one-line CharLMError."""
+def _checked_files(folder: str | Path) -> tuple[Path, Vocabulary, dict]:
+    """The folder, its vocabulary and card, once all three files are there."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CharLMError(f"model folder not found: {folder}")
     for name in (MODEL_FILE, VOCAB_FILE, CARD_FILE):
         if not (folder / name).is_file():
             raise CharLMError(f"{folder} is not a model folder: {name} is missing")
-    vocab = Vocabulary.load(folder / VOCAB_FILE)
-    card = read_card(folder)
-    try:
-        model = keras.models.load_model(folder / MODEL_FILE, compile=False)
-    except Exception as exc:  # Keras raises many types for a bad archive
-        raise CharLMError(f"{folder / MODEL_FILE} could not be loaded ({exc.__class__.__name__})") from None
-    out_size = model.output_shape[-1]
+    return folder, Vocabulary.load(folder / VOCAB_FILE), read_card(folder)
+
+
+def _check_sizes(folder: Path, out_size: int, vocab: Vocabulary, card: dict) -> None:
     if out_size != len(vocab):
         raise CharLMError(
             f"{folder}: model predicts {out_size} characters but vocab.json has {len(vocab)}"
         )
     if card.get("vocab_size", len(vocab)) != len(vocab):
         raise CharLMError(f"{folder}: card.json says vocab_size {card['vocab_size']}, vocab.json has {len(vocab)}")
+
+
+def read_model_folder(folder: str | Path) -> ModelFolder:
+    """Read the weights for serving, without Keras; any problem is a one-line CharLMError."""
+    folder, vocab, card = _checked_files(folder)
+    weights = LSTMWeights.from_archive(read_archive(folder / MODEL_FILE))
+    _check_sizes(folder, weights.dense_b.shape[0], vocab, card)
+    return ModelFolder(weights, vocab, card, folder)
+
+
+def load_model_folder(folder: str | Path) -> SavedModel:
+    """Load and cross-check the three files with Keras; any problem is a one-line CharLMError."""
+    import keras
+
+    folder, vocab, card = _checked_files(folder)
+    try:
+        model = keras.models.load_model(folder / MODEL_FILE, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad archive
+        raise CharLMError(f"{folder / MODEL_FILE} could not be loaded ({exc.__class__.__name__})") from None
+    _check_sizes(folder, model.output_shape[-1], vocab, card)
     return SavedModel(model, vocab, card, folder)

@@ -159,7 +159,10 @@ class GenerationCog(commands.Cog):
             raise CharLMError(f"This server allows at most {g.max_length} characters per reply.")
         if temperature > g.max_temperature:
             raise CharLMError(f"This server allows a temperature of at most {g.max_temperature:g}.")
-        await interaction.response.defer(thinking=True)  # first: an unloaded version may take a moment
+        # Acknowledge first: Discord shows "thinking" at once, and nothing the reply needs
+        # (the model's version and window, below; or a version loaded on demand) waits in
+        # front of the acknowledgement.
+        await interaction.response.defer(thinking=True)
         record.ack_ms = elapsed_ms(started)
         serving, vocab = await self._serving(record.guild_id, record.model)
         label = serving.label  # `seuss v3`, as /models lists it

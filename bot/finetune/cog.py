@@ -9,6 +9,7 @@ text (or an admin says so). The bot's owners decide what every server gets by de
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import logging
 import time
@@ -47,7 +48,15 @@ NOT_ADMIN = ("Only this server's admins can fine-tune or switch its models: you 
 NOT_OWNER = ("Only the bot's owners can change what every server gets; this server's admins can "
              "switch this server's models with `serve:` alone.")
 SERVER_ONLY = "Switching models is done inside a server; in a DM only the bot's owners can, with `everyone:true`."
+NO_TRAINING = ("This bot runs the serving-only image (no TensorFlow), so it cannot train; "
+               "start fine-tunes on a bot that runs the full image.")
 Epochs = app_commands.Range[int, 1, 100]
+
+
+def can_train() -> bool:
+    """Whether this install has Keras and TensorFlow, which the training process needs
+    (the serving-only image leaves them out); checked without importing them."""
+    return all(importlib.util.find_spec(name) is not None for name in ("keras", "tensorflow"))
 
 
 class JobMessage:
@@ -199,6 +208,9 @@ class FinetuneCog(commands.Cog):
                     name: str | None = None, epochs: Epochs | None = None, force: bool = False) -> None:
         if not await may_manage(interaction, self.context.config):
             await tell(interaction, NOT_ADMIN)
+            return
+        if not can_train():
+            await tell(interaction, NO_TRAINING)
             return
         guild_id = interaction.guild_id
         running = self.runner.running_for(guild_id)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from charlm.errors import CharLMError
 from charlm.storage import read_card
-from charlm.train import TrainConfig
+from charlm.train_config import TrainConfig
 
 from bot.finetune.plot import loss_plot
 from bot.finetune.process import Finished, TrainingProcess

@@ -7,30 +7,36 @@
 #    dockerd when needed; stops only what it started).
 # 2. Builds a local stand-in for python:3.11-slim from Debian's archive unless
 #    an image with that tag exists (no Docker Hub needed).
-# 3. Lints and builds the project's unchanged Dockerfile with the classic builder.
+# 3. Lints the project's unchanged Dockerfile and builds both images with the
+#    classic builder: the default one (trains and serves) and the serving-only one
+#    (--build-arg REQUIREMENTS=requirements-serve.txt), which must have no
+#    TensorFlow, Keras or matplotlib and be at most CHARLM_SERVE_MAX_MB (600) MB.
+# Then for each image:
 # 4. `--check` in the container; then runs the bot for real with host networking
-#    against the Discord double on 127.0.0.1 and checks `/alice` answers.
+#    against a fresh Discord double on 127.0.0.1 and checks `/alice` answers.
 # 5. `docker stop` must end it cleanly (exit 0) within 10 s; a second container
 #    on the same volume must still see the history.
-# 6. Removes its containers and volume; keeps images as a cache.
+# 6. Removes its containers and volumes; keeps images as a cache.
 #
 # When Docker cannot run on this machine it prints "SKIPPED: docker cannot run
 # here because ..." and exits 0, or 1 with CHARLM_REQUIRE_DOCKER=1.
 #
 # Environment: PYTHON (python with the project's deps, for the double; default
-# .venv/bin/python), CHARLM_IMAGE (default charlm-bot:test),
-# CHARLM_REQUIRE_DOCKER=1, CHARLM_DOCKER_KEEP=1 (keep containers/volume/logs).
+# .venv/bin/python), CHARLM_IMAGE (default charlm-bot:test; the serving-only image
+# is tagged CHARLM_IMAGE-serve), CHARLM_SERVE_MAX_MB (default 600),
+# CHARLM_REQUIRE_DOCKER=1, CHARLM_DOCKER_KEEP=1 (keep containers/volumes/logs).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO"
 
 PYTHON="${PYTHON:-.venv/bin/python}"
-IMAGE="${CHARLM_IMAGE:-charlm-bot:test}"
+IMAGE_FULL="${CHARLM_IMAGE:-charlm-bot:test}"
+IMAGE_SERVE="$IMAGE_FULL-serve"
+SERVE_MAX_MB="${CHARLM_SERVE_MAX_MB:-600}"
 BASE_TAG="python:3.11-slim"
 RUN_ID="charlm-dockertest-$$"
-VOLUME="$RUN_ID-data"
-BOT="$RUN_ID-bot"
+VOLUMES=()
 WORK="$(mktemp -d /tmp/charlm-dockertest.XXXXXX)"
 chmod 755 "$WORK"
 T0=$(date +%s)
@@ -45,10 +51,10 @@ cleanup() {
     local rc=$?
     set +e
     if [[ "${CHARLM_DOCKER_KEEP:-0}" == 1 ]]; then
-        log "CHARLM_DOCKER_KEEP=1: leaving containers ${CONTAINERS[*]:-none}, volume $VOLUME, logs in $WORK"
+        log "CHARLM_DOCKER_KEEP=1: leaving containers ${CONTAINERS[*]:-none}, volumes ${VOLUMES[*]:-none}, logs in $WORK"
     else
         for c in "${CONTAINERS[@]}"; do docker rm -f "$c" >/dev/null 2>&1; done
-        docker volume rm "$VOLUME" >/dev/null 2>&1
+        for v in "${VOLUMES[@]}"; do docker volume rm "$v" >/dev/null 2>&1; done
     fi
     if [[ -n "$DOUBLE_PID" ]] && kill -0 "$DOUBLE_PID" 2>/dev/null; then
         kill -TERM "$DOUBLE_PID" 2>/dev/null
@@ -81,9 +87,9 @@ fail() {
         echo "----- bot container logs (last 60 lines) -----"
         docker logs --tail 60 "$BOT" 2>&1 || true
     fi
-    if [[ -s "$WORK/double.err" ]]; then
+    if [[ -n "${DOUBLE_ERR:-}" && -s "$DOUBLE_ERR" ]]; then
         echo "----- discord double stderr (last 30 lines) -----"
-        tail -n 30 "$WORK/double.err"
+        tail -n 30 "$DOUBLE_ERR"
     fi
     exit 1
 }
@@ -170,92 +176,127 @@ else
     log "hadolint not installed (pip install -r requirements-dev.txt); lint skipped"
 fi
 
-log "building $IMAGE (DOCKER_BUILDKIT=0)"
-b0=$(date +%s)
-if ! DOCKER_BUILDKIT=0 docker build --network host -t "$IMAGE" . >"$WORK/build.log" 2>&1; then
-    tail -n 40 "$WORK/build.log"
-    fail "docker build failed"
-fi
-BUILD_S=$(($(date +%s) - b0))
-SIZE_B=$(docker image inspect -f '{{.Size}}' "$IMAGE")
-log "build time: ${BUILD_S} s; image size: $((SIZE_B / 1000000)) MB ($IMAGE)"
-
-# Static properties of the image.
-user=$(docker image inspect -f '{{.Config.User}}' "$IMAGE")
-[[ -n "$user" && "$user" != 0* && "$user" != root* ]] || fail "image runs as root (User='$user')"
-docker image inspect -f '{{json .Config.Volumes}}' "$IMAGE" | grep -q '"/app/data"' || fail "no VOLUME /app/data"
-docker image inspect -f '{{json .Config.Entrypoint}}' "$IMAGE" | grep -q tini || fail "ENTRYPOINT does not use tini"
-docker image inspect -f '{{json .Config.Healthcheck}}' "$IMAGE" | grep -q -- '--health' || fail "no HEALTHCHECK with --health"
-docker image inspect -f '{{json .Config.Env}}' "$IMAGE" | grep -q 'DISCORD_TOKEN' && fail "DISCORD_TOKEN is baked into the image"
-log "image: user $user, VOLUME /app/data, tini entrypoint, healthcheck ok"
-
-# --------------------------------------------------------------------------
-# 4. --check, then the bot for real against the Discord double.
-# --------------------------------------------------------------------------
-docker volume create "$VOLUME" >/dev/null
-
-log "python -m bot --check in a container"
-CONTAINERS+=("$RUN_ID-check")
-if ! timeout 300 docker run --name "$RUN_ID-check" --network host -e DISCORD_TOKEN=test-token \
-        -v "$VOLUME:/app/data" "$IMAGE" --check >"$WORK/check.log" 2>&1; then
-    tail -n 30 "$WORK/check.log"
-    fail "--check failed in the container"
-fi
-tail -n 3 "$WORK/check.log" | sed 's/^/    /'
-docker rm "$RUN_ID-check" >/dev/null
-
-[[ -x "$PYTHON" ]] || command -v "$PYTHON" >/dev/null 2>&1 || fail "PYTHON=$PYTHON not found (needed for the Discord double)"
-log "starting the Discord double on 127.0.0.1"
-"$PYTHON" -m tests.discord_double --host 127.0.0.1 --port 0 >"$WORK/double.out" 2>"$WORK/double.err" &
-DOUBLE_PID=$!
-for _ in $(seq 1 60); do
-    grep -q '^CONTROL_URL=' "$WORK/double.out" 2>/dev/null && break
-    kill -0 "$DOUBLE_PID" 2>/dev/null || fail "the Discord double exited"
-    sleep 0.5
-done
-REST_BASE=$(sed -n 's/^REST_BASE=//p' "$WORK/double.out")
-GATEWAY_URL=$(sed -n 's/^GATEWAY_URL=//p' "$WORK/double.out")
-CONTROL_URL=$(sed -n 's/^CONTROL_URL=//p' "$WORK/double.out")
-[[ -n "$REST_BASE" && -n "$GATEWAY_URL" && -n "$CONTROL_URL" ]] || fail "the Discord double did not print its URLs"
-DOUBLE_URL="${CONTROL_URL%/_control}"
-log "double: rest $REST_BASE, gateway $GATEWAY_URL"
-
-# Test config = the image's own config.toml with [discord] pointed at the double.
-docker run --rm --entrypoint cat "$IMAGE" /app/config.toml >"$WORK/base-config.toml" \
-    || fail "cannot read /app/config.toml from the image"
-"$PYTHON" "$REPO/tests/docker/make_test_config.py" "$WORK/base-config.toml" "$WORK/config.toml" \
-    --api-base "$REST_BASE" --gateway-url "$GATEWAY_URL" || fail "cannot write the test config"
-chmod 644 "$WORK/config.toml"
-
-log "starting the bot container (host network, test config mounted read-only)"
-CONTAINERS+=("$BOT")
-docker run -d --name "$BOT" --network host -e DISCORD_TOKEN=test-token \
-    -v "$VOLUME:/app/data" -v "$WORK/config.toml:/app/config.toml:ro" "$IMAGE" >/dev/null \
-    || fail "docker run of the bot failed"
-BOT_STARTED=1
-
-driver() { "$PYTHON" -m tests.discord_double.driver "$DOUBLE_URL" "$@"; }
-
-# Wait for the bot to connect and register its commands, failing fast if the
-# container dies meanwhile.
-driver wait_ready --commands alice seuss --timeout 240 >"$WORK/ready.json" 2>&1 &
-ready_pid=$!
-while kill -0 "$ready_pid" 2>/dev/null; do
-    if [[ "$(docker inspect -f '{{.State.Running}}' "$BOT" 2>/dev/null)" != true ]]; then
-        kill "$ready_pid" 2>/dev/null; wait "$ready_pid" 2>/dev/null || true
-        fail "the bot container exited before connecting (exit code $(docker inspect -f '{{.State.ExitCode}}' "$BOT"))"
+# build_image TAG [build args...]: build with the classic builder, check the static
+# properties every image must have; sets SIZE_MB.
+build_image() {
+    local image=$1; shift
+    log "building $image $* (DOCKER_BUILDKIT=0)"
+    local b0; b0=$(date +%s)
+    if ! DOCKER_BUILDKIT=0 docker build --network host "$@" -t "$image" . >"$WORK/build-${image//[:\/]/_}.log" 2>&1; then
+        tail -n 40 "$WORK/build-${image//[:\/]/_}.log"
+        fail "docker build of $image failed"
     fi
-    sleep 1
-done
-if ! wait "$ready_pid"; then
-    tail -n 5 "$WORK/ready.json"
-    fail "the bot did not connect / register /alice and /seuss within 240 s"
-fi
-log "bot connected to the double; commands registered"
+    local size_b; size_b=$(docker image inspect -f '{{.Size}}' "$image")
+    SIZE_MB=$((size_b / 1000000))
+    log "build time: $(($(date +%s) - b0)) s; image size: ${SIZE_MB} MB ($image)"
 
-driver command alice --option 'text=the white rabbit' --user alice --timeout 120 >"$WORK/alice.json" 2>&1 \
-    || { cat "$WORK/alice.json"; fail "/alice did not complete"; }
-"$PYTHON" - "$WORK/alice.json" <<'EOF' || fail "/alice reply is not a continuation (see above)"
+    local user; user=$(docker image inspect -f '{{.Config.User}}' "$image")
+    [[ -n "$user" && "$user" != 0* && "$user" != root* ]] || fail "$image runs as root (User='$user')"
+    docker image inspect -f '{{json .Config.Volumes}}' "$image" | grep -q '"/app/data"' || fail "$image: no VOLUME /app/data"
+    docker image inspect -f '{{json .Config.Entrypoint}}' "$image" | grep -q tini || fail "$image: ENTRYPOINT does not use tini"
+    docker image inspect -f '{{json .Config.Healthcheck}}' "$image" | grep -q -- '--health' || fail "$image: no HEALTHCHECK with --health"
+    docker image inspect -f '{{json .Config.Env}}' "$image" | grep -q 'DISCORD_TOKEN' && fail "$image: DISCORD_TOKEN is baked into the image"
+    log "$image: user $user, VOLUME /app/data, tini entrypoint, healthcheck ok"
+}
+
+build_image "$IMAGE_FULL"
+FULL_MB=$SIZE_MB
+build_image "$IMAGE_SERVE" --build-arg REQUIREMENTS=requirements-serve.txt
+SERVE_MB=$SIZE_MB
+
+# The serving-only image has no training stack, and stays small.
+if ! out=$(docker run --rm --entrypoint python "$IMAGE_SERVE" -c '
+import importlib.util, sys
+present = [m for m in ("tensorflow", "keras", "matplotlib") if importlib.util.find_spec(m)]
+print("present:", present or "none")
+sys.exit(1 if present else 0)' 2>&1); then
+    echo "$out"
+    fail "$IMAGE_SERVE has training packages installed"
+fi
+log "$IMAGE_SERVE: no tensorflow, keras or matplotlib"
+((SERVE_MB <= SERVE_MAX_MB)) || fail "$IMAGE_SERVE is ${SERVE_MB} MB, over the ${SERVE_MAX_MB} MB budget"
+# And the full image still trains: Keras opens a shipped model there.
+docker run --rm --entrypoint python "$IMAGE_FULL" -c '
+from charlm.storage import load_model_folder
+print("keras loads alice:", load_model_folder("weights/alice").model.count_params(), "parameters")' \
+    >"$WORK/full-keras.log" 2>&1 || { tail -n 20 "$WORK/full-keras.log"; fail "Keras cannot load a model in $IMAGE_FULL"; }
+log "$IMAGE_FULL: $(tail -n 1 "$WORK/full-keras.log")"
+
+# exercise IMAGE LABEL: --check, the bot against a fresh Discord double, /alice,
+# --health, a clean stop, and the history on the volume afterwards.
+exercise() {
+    local IMAGE=$1 label=$2
+    local VOLUME="$RUN_ID-$label-data" BOT="$RUN_ID-$label-bot"
+    BOT_STARTED=""
+    DOUBLE_ERR="$WORK/$label-double.err"
+    # --------------------------------------------------------------------------
+    # 4. --check, then the bot for real against the Discord double.
+    # --------------------------------------------------------------------------
+    docker volume create "$VOLUME" >/dev/null
+    VOLUMES+=("$VOLUME")
+
+    log "$IMAGE: python -m bot --check in a container"
+    CONTAINERS+=("$RUN_ID-$label-check")
+    if ! timeout 300 docker run --name "$RUN_ID-$label-check" --network host -e DISCORD_TOKEN=test-token \
+            -v "$VOLUME:/app/data" "$IMAGE" --check >"$WORK/$label-check.log" 2>&1; then
+        tail -n 30 "$WORK/$label-check.log"
+        fail "--check failed in the container"
+    fi
+    tail -n 3 "$WORK/$label-check.log" | sed 's/^/    /'
+    docker rm "$RUN_ID-$label-check" >/dev/null
+
+    [[ -x "$PYTHON" ]] || command -v "$PYTHON" >/dev/null 2>&1 || fail "PYTHON=$PYTHON not found (needed for the Discord double)"
+    log "starting the Discord double on 127.0.0.1"
+    "$PYTHON" -m tests.discord_double --host 127.0.0.1 --port 0 >"$WORK/$label-double.out" 2>"$WORK/$label-double.err" &
+    DOUBLE_PID=$!
+    for _ in $(seq 1 60); do
+        grep -q '^CONTROL_URL=' "$WORK/$label-double.out" 2>/dev/null && break
+        kill -0 "$DOUBLE_PID" 2>/dev/null || fail "the Discord double exited"
+        sleep 0.5
+    done
+    REST_BASE=$(sed -n 's/^REST_BASE=//p' "$WORK/$label-double.out")
+    GATEWAY_URL=$(sed -n 's/^GATEWAY_URL=//p' "$WORK/$label-double.out")
+    CONTROL_URL=$(sed -n 's/^CONTROL_URL=//p' "$WORK/$label-double.out")
+    [[ -n "$REST_BASE" && -n "$GATEWAY_URL" && -n "$CONTROL_URL" ]] || fail "the Discord double did not print its URLs"
+    DOUBLE_URL="${CONTROL_URL%/_control}"
+    log "double: rest $REST_BASE, gateway $GATEWAY_URL"
+
+    # Test config = the image's own config.toml with [discord] pointed at the double.
+    docker run --rm --entrypoint cat "$IMAGE" /app/config.toml >"$WORK/$label-base-config.toml" \
+        || fail "cannot read /app/config.toml from the image"
+    "$PYTHON" "$REPO/tests/docker/make_test_config.py" "$WORK/$label-base-config.toml" "$WORK/$label-config.toml" \
+        --api-base "$REST_BASE" --gateway-url "$GATEWAY_URL" || fail "cannot write the test config"
+    chmod 644 "$WORK/$label-config.toml"
+
+    log "starting the bot container (host network, test config mounted read-only)"
+    CONTAINERS+=("$BOT")
+    docker run -d --name "$BOT" --network host -e DISCORD_TOKEN=test-token \
+        -v "$VOLUME:/app/data" -v "$WORK/$label-config.toml:/app/config.toml:ro" "$IMAGE" >/dev/null \
+        || fail "docker run of the bot failed"
+    BOT_STARTED=1
+
+    driver() { "$PYTHON" -m tests.discord_double.driver "$DOUBLE_URL" "$@"; }
+
+    # Wait for the bot to connect and register its commands, failing fast if the
+    # container dies meanwhile.
+    driver wait_ready --commands alice seuss --timeout 240 >"$WORK/$label-ready.json" 2>&1 &
+    ready_pid=$!
+    while kill -0 "$ready_pid" 2>/dev/null; do
+        if [[ "$(docker inspect -f '{{.State.Running}}' "$BOT" 2>/dev/null)" != true ]]; then
+            kill "$ready_pid" 2>/dev/null; wait "$ready_pid" 2>/dev/null || true
+            fail "the bot container exited before connecting (exit code $(docker inspect -f '{{.State.ExitCode}}' "$BOT"))"
+        fi
+        sleep 1
+    done
+    if ! wait "$ready_pid"; then
+        tail -n 5 "$WORK/$label-ready.json"
+        fail "the bot did not connect / register /alice and /seuss within 240 s"
+    fi
+    log "bot connected to the double; commands registered"
+
+    driver command alice --option 'text=the white rabbit' --user alice --timeout 120 >"$WORK/$label-alice.json" 2>&1 \
+        || { cat "$WORK/$label-alice.json"; fail "/alice did not complete"; }
+    "$PYTHON" - "$WORK/$label-alice.json" <<'EOF' || fail "/alice reply is not a continuation (see above)"
 import json, sys
 reply = json.load(open(sys.argv[1]))
 final = reply.get("final") or {}
@@ -270,42 +311,50 @@ if len(text.strip()) <= len("the white rabbit"):
     print("    reply too short to be a continuation")
     sys.exit(1)
 EOF
-log "/alice answered"
+    log "/alice answered"
 
-# The bot writes its health file once the gateway is up, so it is there by now; a few
-# retries only absorb a slow `docker exec` on a loaded machine.
-for attempt in 1 2 3 4 5; do
-    docker exec "$BOT" python -m bot --health >"$WORK/health.log" 2>&1 && break
-    [[ $attempt == 5 ]] && { cat "$WORK/health.log"; fail "python -m bot --health fails in the running container"; }
-    sleep 2
-done
-log "python -m bot --health: ok (container health: $(docker inspect -f '{{.State.Health.Status}}' "$BOT"))"
+    # The bot writes its health file once the gateway is up, so it is there by now; a few
+    # retries only absorb a slow `docker exec` on a loaded machine.
+    for attempt in 1 2 3 4 5; do
+        docker exec "$BOT" python -m bot --health >"$WORK/$label-health.log" 2>&1 && break
+        [[ $attempt == 5 ]] && { cat "$WORK/$label-health.log"; fail "python -m bot --health fails in the running container"; }
+        sleep 2
+    done
+    log "python -m bot --health: ok (container health: $(docker inspect -f '{{.State.Health.Status}}' "$BOT"))"
 
-# --------------------------------------------------------------------------
-# 5. Clean stop within 10 s; the history survives on the volume.
-# --------------------------------------------------------------------------
-s0=$(date +%s.%N)
-docker stop -t 10 "$BOT" >/dev/null
-STOP_S=$(awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-EXIT_CODE=$(docker inspect -f '{{.State.ExitCode}}' "$BOT")
-log "docker stop took ${STOP_S} s; exit code $EXIT_CODE"
-awk -v s="$STOP_S" 'BEGIN { exit !(s < 10) }' || fail "docker stop needed ${STOP_S} s (SIGTERM not handled; killed)"
-[[ "$EXIT_CODE" == 0 ]] || { docker logs --tail 30 "$BOT" 2>&1; fail "unclean exit code $EXIT_CODE after SIGTERM (143 = died of SIGTERM, 137 = killed)"; }
+    # --------------------------------------------------------------------------
+    # 5. Clean stop within 10 s; the history survives on the volume.
+    # --------------------------------------------------------------------------
+    s0=$(date +%s.%N)
+    docker stop -t 10 "$BOT" >/dev/null
+    STOP_S=$(awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    EXIT_CODE=$(docker inspect -f '{{.State.ExitCode}}' "$BOT")
+    log "docker stop took ${STOP_S} s; exit code $EXIT_CODE"
+    awk -v s="$STOP_S" 'BEGIN { exit !(s < 10) }' || fail "docker stop needed ${STOP_S} s (SIGTERM not handled; killed)"
+    [[ "$EXIT_CODE" == 0 ]] || { docker logs --tail 30 "$BOT" 2>&1; fail "unclean exit code $EXIT_CODE after SIGTERM (143 = died of SIGTERM, 137 = killed)"; }
 
-log "second container on the same volume"
-CONTAINERS+=("$RUN_ID-after")
-if ! timeout 120 docker run --name "$RUN_ID-after" --network host -v "$VOLUME:/app/data" --entrypoint python "$IMAGE" -c '
+    log "second container on the same volume"
+    CONTAINERS+=("$RUN_ID-$label-after")
+    if ! timeout 120 docker run --name "$RUN_ID-$label-after" --network host -v "$VOLUME:/app/data" --entrypoint python "$IMAGE" -c '
 import sqlite3, sys
 db = sqlite3.connect("file:/app/data/history.sqlite3?mode=ro", uri=True)
 tables = [r[0] for r in db.execute("select name from sqlite_master where type=\"table\" and name not like \"sqlite_%\"")]
 counts = {t: db.execute(f"select count(*) from \"{t}\"").fetchone()[0] for t in tables}
 print("history tables:", counts)
 sys.exit(0 if sum(counts.values()) > 0 else 1)
-' >"$WORK/after.log" 2>&1; then
-    cat "$WORK/after.log"
-    fail "the history did not survive on the volume"
-fi
-sed 's/^/    /' "$WORK/after.log"
-docker rm "$RUN_ID-after" >/dev/null
+' >"$WORK/$label-after.log" 2>&1; then
+        cat "$WORK/$label-after.log"
+        fail "the history did not survive on the volume"
+    fi
+    sed 's/^/    /' "$WORK/$label-after.log"
+    docker rm "$RUN_ID-$label-after" >/dev/null
+    # Stop this image's double before the next image gets its own.
+    kill -TERM "$DOUBLE_PID" 2>/dev/null; wait "$DOUBLE_PID" 2>/dev/null || true
+    DOUBLE_PID=""
+    log "$label image: PASS"
+}
 
-log "PASS: build ${BUILD_S} s, image $((SIZE_B / 1000000)) MB, stop ${STOP_S} s, history kept on the volume"
+exercise "$IMAGE_FULL" full
+exercise "$IMAGE_SERVE" serve
+
+log "PASS: images ${FULL_MB} MB (full) and ${SERVE_MB} MB (serving only), both answer /alice, stop cleanly, keep the history"
