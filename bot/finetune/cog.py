@@ -143,14 +143,20 @@ class FinetuneCog(commands.Cog):
             if await self.departures.returned(guild_id):
                 log.info("guild %s added the bot back; its data is kept", guild_id)
         if self._sees_every_guild():
-            known = (await self.registry.guild_ids() | await self.store.guild_ids()
-                     | await self.context.history.guild_ids())
-            departed = await self.departures.all()
-            for guild_id in sorted(known - present - set(departed)):
-                await self.departures.left(guild_id)
-                log.info("guild %s removed the bot while it was away: its data goes in %d days", guild_id,
-                         self.context.config.history.retention_days)
+            try:
+                await self._note_departures_while_away(present)
+            except Exception as exc:  # bookkeeping: the next start tries again
+                log.warning("could not check for servers that removed the bot while it was away: %s", exc)
         await self.runner.pump()
+
+    async def _note_departures_while_away(self, present: set[int]) -> None:
+        known = await self.registry.guild_ids() | await self.store.guild_ids()
+        known |= await self.context.history.guild_ids()
+        departed = await self.departures.all()
+        for guild_id in sorted(known - present - set(departed)):
+            await self.departures.left(guild_id)
+            log.info("guild %s removed the bot while it was away: its data goes in %d days", guild_id,
+                     self.context.config.history.retention_days)
 
     def _sees_every_guild(self) -> bool:
         """Whether this process's gateway connection(s) carry every server of the bot (not so
