@@ -165,6 +165,11 @@ class HistoryStore:
         await cursor.close()
         return deleted
 
+    async def guild_ids(self) -> set[int]:
+        """Every server with rows (to notice servers that removed the bot while it was away)."""
+        async with self.db.execute("SELECT DISTINCT guild_id FROM requests WHERE guild_id IS NOT NULL") as cursor:
+            return {g for (g,) in await cursor.fetchall()}
+
     async def forget_guild(self, guild_id: int) -> int:
         """Delete every row of one server (the bot left it); returns how many went."""
         cursor = await self.db.execute("DELETE FROM requests WHERE guild_id = ?", (guild_id,))

@@ -305,6 +305,31 @@ def test_guild_removal_purges_after_retention_unless_readded(tmp_path: Path, tin
     assert serving_rows(config) == []
 
 
+def test_a_server_that_removed_the_bot_while_it_was_away_starts_its_retention(tmp_path: Path,
+                                                                                tiny_model: Path) -> None:
+    config = write_config(tmp_path, tiny_model)
+
+    async def before(double: DiscordDouble, bot: CharLMBot) -> None:
+        await ask(double, "seuss", {"text": "hat", "length": 10}, guild=C)
+
+    async def after(double: DiscordDouble, bot: CharLMBot) -> None:
+        await departed(bot, {C})
+
+    run(config, before)
+    away = world()
+    away.guilds = [g for g in away.guilds if g.id != C]  # removed while the bot was stopped
+    run(config, after, away)
+    run(config, lambda double, bot: departed(bot, set()))  # added back before retention_days: nothing goes
+
+
+async def departed(bot: CharLMBot, expected: set[int], timeout: float = 10.0) -> None:
+    """Wait for the cog's on_ready (a task of its own, after the bot is ready) to settle."""
+    deadline = time.monotonic() + timeout
+    while set(await bot.get_cog("FinetuneCog").departures.all()) != expected:
+        assert time.monotonic() < deadline, await bot.get_cog("FinetuneCog").departures.all()
+        await asyncio.sleep(0.05)
+
+
 def test_versions_load_on_demand_and_the_least_recently_used_is_unloaded(tmp_path: Path, tiny_model: Path) -> None:
     config = write_config(tmp_path, tiny_model)
     config = dataclasses.replace(config, engine=dataclasses.replace(config.engine, max_loaded=1))

@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.context import BotContext, is_admin
+from bot.context import BotContext, may_manage
 from bot.history import Counts, Request
 from bot.respond import NO_MENTIONS, answer_error
 from bot.replies import MESSAGE_LIMIT
@@ -105,7 +105,7 @@ class HistoryCog(commands.Cog):
             lines = [head] + [describe_row(r, show_user=False) for r in rows]
         elif interaction.guild_id is None:
             lines = ["Server history only exists inside a server."]
-        elif not is_admin(interaction, self.context.config):
+        elif not await may_manage(interaction, self.context.config):
             lines = ["Only admins (Manage Server permission) can see the server's history."]
         else:
             counts = await store.guild_counts(interaction.guild_id)

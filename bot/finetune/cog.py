@@ -107,6 +107,7 @@ class FinetuneCog(commands.Cog):
         self.runner: JobRunner | None = None
         self.departures: Departures | None = None
         self.loaded = LoadedVersions(context, context.config.engine.max_loaded)
+        self._ready_task: asyncio.Task | None = None
 
     async def cog_load(self) -> None:
         self.db = await open_database(self.context.config.database_url)
@@ -129,6 +130,10 @@ class FinetuneCog(commands.Cog):
 
     async def cog_unload(self) -> None:
         self.purge_departed.cancel()
+        ready = self._ready_task
+        if ready is not None and not ready.done() and ready is not asyncio.current_task():
+            ready.cancel()
+            await asyncio.gather(ready, return_exceptions=True)
         if self.context.resolver == self.resolve:
             self.context.resolver = None
         if self.runner is not None:
@@ -138,12 +143,38 @@ class FinetuneCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
-        """Connected: servers that added the bot back while it was away are kept, and
-        queued jobs (also from before a restart) start."""
-        for guild in self.bot.guilds:
-            if await self.departures.returned(guild.id):
-                log.info("guild %s added the bot back; its data is kept", guild.id)
+        """Connected: servers that added the bot back while it was away are kept, servers that
+        removed it meanwhile start their retention period, and queued jobs (also from before
+        a restart) start."""
+        self._ready_task = asyncio.current_task()  # cog_unload waits for it: it uses the databases
+        present = {guild.id for guild in self.bot.guilds}
+        for guild_id in present:
+            if await self.departures.returned(guild_id):
+                log.info("guild %s added the bot back; its data is kept", guild_id)
+        if self._sees_every_guild():
+            try:
+                await self._note_departures_while_away(present)
+            except Exception as exc:  # bookkeeping: the next start tries again
+                log.warning("could not check for servers that removed the bot while it was away: %s", exc)
         await self.runner.pump()
+
+    async def _note_departures_while_away(self, present: set[int]) -> None:
+        known = await self.registry.guild_ids() | await self.store.guild_ids()
+        known |= await self.context.history.guild_ids()
+        departed = await self.departures.all()
+        for guild_id in sorted(known - present - set(departed)):
+            await self.departures.left(guild_id)
+            log.info("guild %s removed the bot while it was away: its data goes in %d days", guild_id,
+                     self.context.config.history.retention_days)
+
+    def _sees_every_guild(self) -> bool:
+        """Whether this process's gateway connection(s) carry every server of the bot (not so
+        for a process that runs only some of its shards)."""
+        count = self.bot.shard_count or 1
+        shard_ids = getattr(self.bot, "shard_ids", None)
+        if shard_ids is not None:
+            return len(set(shard_ids)) >= count
+        return count == 1 or isinstance(self.bot, discord.AutoShardedClient)
 
     @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:

@@ -204,6 +204,12 @@ class Registry:
         async with self.db.connect() as conn:
             return {r[0] for r in await conn.execute(query)} - set(self.builtin)
 
+    async def guild_ids(self) -> set[int]:
+        """Every server that owns a version or made a choice."""
+        query = sa.select(versions.c.guild_id).union(sa.select(serving.c.scope))
+        async with self.db.connect() as conn:
+            return {g for (g,) in await conn.execute(query)} - {OWNERS}
+
     async def version(self, guild_id: int | None, name: str, label: str) -> Version:
         """A version by label, as a server sees it (the base of a job)."""
         return (await self.model(guild_id, name)).version(label)

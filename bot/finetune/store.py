@@ -151,6 +151,11 @@ class JobStore:
             await self.update(job, "state", "finished_at", "pid", "error")
         return found
 
+    async def guild_ids(self) -> set[int]:
+        async with self.db.connect() as conn:
+            query = sa.select(jobs.c.guild_id).where(jobs.c.guild_id.is_not(None)).distinct()
+            return {g for (g,) in await conn.execute(query)}
+
     async def delete_guild(self, guild_id: int) -> int:
         async with self.db.begin() as conn:
             return (await conn.execute(sa.delete(jobs).where(jobs.c.guild_id == guild_id))).rowcount
