@@ -95,13 +95,18 @@ def setting(default: Any, rule: Rule) -> Any:
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    """Model folders behind the commands (model.keras, vocab.json, card.json)."""
+    """Model folders behind the commands (model.keras, vocab.json, card.json): /alice,
+    /seuss, and storybook, which every server reaches through /generate."""
 
     alice: Path = setting(Path("weights/alice"), path())
     seuss: Path = setting(Path("weights/seuss"), path())
+    storybook: str = setting("", text())  # empty: not served
 
     def folders(self) -> dict[str, Path]:
-        return {"alice": self.alice, "seuss": self.seuss}
+        folders = {"alice": self.alice, "seuss": self.seuss}
+        if self.storybook:
+            folders["storybook"] = Path(self.storybook)
+        return folders
 
 
 @dataclass(frozen=True)
@@ -246,7 +251,8 @@ def _absolute(config: Config, base: Path) -> Config:
     return dataclasses.replace(
         config,
         bot=BotConfig(resolve(config.bot.data_dir)),
-        models=ModelsConfig(resolve(config.models.alice), resolve(config.models.seuss)),
+        models=ModelsConfig(resolve(config.models.alice), resolve(config.models.seuss),
+                            str(resolve(Path(config.models.storybook))) if config.models.storybook else ""),
         history=dataclasses.replace(config.history, database=resolve(config.history.database)),
     )
 

@@ -146,7 +146,7 @@ BAD = [
      "config.toml: unknown key [generation] max_lenght (known: default_length, max_length, "
      "default_temperature, max_temperature, edit_interval)"),
     ("[models]\ngrimm = \"weights/grimm\"",
-     "config.toml: unknown key [models] grimm (known: alice, seuss)"),
+     "config.toml: unknown key [models] grimm (known: alice, seuss, storybook)"),
     ("[generations]\nmax_length = 10",
      "config.toml: unknown table [generations] (known: bot, models, generation, limits, engine, history, "
      "admin, discord, database)"),

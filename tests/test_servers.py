@@ -406,3 +406,18 @@ def test_owners_are_the_applications_team_or_the_configs_user_ids(tmp_path: Path
                           guild=None)).startswith("Now serving **seuss v0** as every server's default")
 
     run(config, scenario, team_world)
+
+
+def test_storybook_answers_generate_in_every_server_and_in_dms(tmp_path: Path, tiny_model: Path) -> None:
+    config = write_config(tmp_path, tiny_model)
+    config = dataclasses.replace(config, models=dataclasses.replace(config.models, storybook=str(tiny_model)))
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        for guild in (A, B, None):
+            assert await footer(double, "storybook", guild) == "storybook v0"
+        choices = await double.send_autocomplete("generate", {"model": "st"}, focused="model", user="bob", guild_id=B)
+        await choices.acknowledged()
+        assert [c["value"] for c in choices.choices] == ["storybook"]
+        assert await ask(double, "generate", {"model": "alice", "text": "x"}) == "Use /alice for that model."
+
+    run(config, scenario)

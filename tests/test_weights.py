@@ -40,6 +40,14 @@ def test_seuss_was_fine_tuned_from_alice():
     assert base["name"] == "alice"
 
 
+def test_storybook_is_the_children_library_base():
+    saved = load_model_folder(shipped("storybook"))
+    card = saved.card
+    assert len(saved.vocab) == 42 and card["corpus"]["name"] == "pretrain" and len(card["corpus"]["books"]) == 39
+    assert card["heldout"]["bits_per_char"] < 1.8 and card["heldout"]["chars"] > 900_000
+    assert sum(f.stat().st_size for f in shipped("storybook").iterdir()) <= 25 * 1024 * 1024
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_eval_on_a_slice_of_the_heldout_text(name, corpora):
     folder = shipped(name)

@@ -39,6 +39,7 @@ from bot.respond import NO_MENTIONS, answer_error, tell
 
 log = logging.getLogger(__name__)
 BUILTIN = ("alice", "seuss")
+"""Shipped models with a command of their own; /generate serves every other name."""
 """Served by their own commands; /generate serves every other model."""
 TOKEN_LIFETIME = 14 * 60
 """Seconds an interaction's reply can be edited (Discord allows 15 minutes); after that
@@ -260,7 +261,8 @@ class FinetuneCog(commands.Cog):
                               "first with `/models serve:`.")
         target = check_name(name) if name else source.model
         owned = await self.registry.owned_names(guild_id)
-        if target not in BUILTIN and target not in owned and len(owned) >= s.max_models:
+        shipped = self.context.config.models.folders()
+        if target not in shipped and target not in owned and len(owned) >= s.max_models:
             models = f"{len(owned)} model" + ("" if len(owned) == 1 else "s")
             raise CharLMError(f"This server already has {models}, the most this bot allows ([finetune] "
                               "max_models); make a new version of one of them instead.")
@@ -368,8 +370,8 @@ class FinetuneCog(commands.Cog):
 
     # ---- /generate ------------------------------------------------------------------------------
 
-    @app_commands.command(name="generate", description="Continue your text with a fine-tuned model")
-    @app_commands.describe(model="A model made with /finetune", text="Text to continue (the model reads its last "
+    @app_commands.command(name="generate", description="Continue your text with storybook or a fine-tuned model")
+    @app_commands.describe(model="storybook, or a model made with /finetune", text="Text to continue (the model reads its last "
                            "100 characters)", length="Characters to write", temperature="0 always picks the "
                            "likeliest character; higher is more surprising")
     async def generate(self, interaction: discord.Interaction, model: str, text: str | None = None,
