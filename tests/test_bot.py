@@ -89,7 +89,7 @@ async def ask(double: DiscordDouble, command: str, options: dict[str, object], u
 
 
 def history_rows(config: Config) -> list[sqlite3.Row]:
-    with sqlite3.connect(config.history.database) as db:
+    with sqlite3.connect(config.bot.data_dir / "charbot.sqlite3") as db:
         db.row_factory = sqlite3.Row
         rows = db.execute("SELECT * FROM requests ORDER BY id").fetchall()
     db.close()

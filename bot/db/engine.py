@@ -61,7 +61,12 @@ def shown(url: str) -> str:
 
 
 async def open_database(url: str) -> AsyncEngine:
-    """Create the engine (and a SQLite file's folder), then bring the schema to head."""
+    """Create the engine (and a SQLite file's folder), then bring the schema to head.
+
+    postgresql:// and sqlite:// URLs get their async drivers (asyncpg, aiosqlite)."""
+    from bot.config import database_url
+
+    url = database_url(url) or url
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":

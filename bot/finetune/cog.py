@@ -24,7 +24,6 @@ from charlm.vocab import Vocabulary
 from bot.cog.generate import Length, Temperature
 from bot.context import BotContext, Serving, is_owner, may_manage
 from bot.db.departures import Departures
-from bot.db.engine import open_database
 from bot.db.legacy import import_legacy
 from bot.db.schema import OWNERS
 from bot.finetune.describe import describe, describe_models
@@ -100,7 +99,7 @@ class FinetuneCog(commands.Cog):
         self.loaded = LoadedVersions(context, context.config.engine.max_loaded)
 
     async def cog_load(self) -> None:
-        self.db = await open_database(self.context.config.database_url)
+        self.db = self.context.db  # the context's: it disposes of it
         try:
             self.registry = Registry(self.db, self.settings.models_dir, self.context.config.models.folders())
             self.store = JobStore(self.db)
@@ -111,7 +110,7 @@ class FinetuneCog(commands.Cog):
             self.runner = JobRunner(self.store, self.registry, self.settings,
                                     lambda job: JobMessage(self.bot, job.channel_id), self._preload)
         except BaseException:
-            await self.db.dispose()
+            self.db = None
             raise
         self.context.resolver = self.resolve
         self.purge_departed.start()
@@ -124,8 +123,6 @@ class FinetuneCog(commands.Cog):
             self.context.resolver = None
         if self.runner is not None:
             await self.runner.shutdown()
-        if self.db is not None:
-            await self.db.dispose()
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:

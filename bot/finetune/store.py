@@ -51,6 +51,9 @@ class Job:
     served: bool = False
     error: str = ""
     pid: int | None = None
+    worker: str | None = None
+    heartbeat_at: float | None = None
+    cancel_requested: bool = False
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -63,6 +66,7 @@ COLUMNS = tuple(f.name for f in fields(Job) if f.name != "id")
 def _job(row: sa.Row) -> Job:
     values = dict(row._mapping)
     values["served"] = bool(values["served"])
+    values["cancel_requested"] = bool(values["cancel_requested"])
     return Job(**values)
 
 
