@@ -14,6 +14,7 @@ import logging
 import time
 
 import discord
+import sqlalchemy as sa
 from discord import app_commands
 from discord.ext import commands, tasks
 
@@ -97,6 +98,9 @@ class FinetuneCog(commands.Cog):
         self.runner: JobRunner | None = None
         self.departures: Departures | None = None
         self.loaded = LoadedVersions(context, context.config.engine.max_loaded)
+        self.remote = context.config.postgres
+        """PostgreSQL: this process only queues; bot.trainer workers train (docs/scaling.md)."""
+        self.watcher: asyncio.Task | None = None
 
     async def cog_load(self) -> None:
         self.db = self.context.db  # the context's: it disposes of it
@@ -104,21 +108,31 @@ class FinetuneCog(commands.Cog):
             self.registry = Registry(self.db, self.settings.models_dir, self.context.config.models.folders())
             self.store = JobStore(self.db)
             self.departures = Departures(self.db)
-            await import_legacy(self.db, self.settings, self.context.config.bot.data_dir)
-            for job in await self.store.mark_interrupted():
-                log.warning("fine-tune job %s was running when the bot stopped; marked interrupted", job.id)
+            try:
+                await import_legacy(self.db, self.settings, self.context.config.bot.data_dir)
+            except sa.exc.IntegrityError:  # another process starting at the same time did it
+                log.info("the older data folder was imported by another process")
+            if not self.remote:  # with PostgreSQL, running jobs are trainers'; missed heartbeats tell
+                for job in await self.store.mark_interrupted():
+                    log.warning("fine-tune job %s was running when the bot stopped; marked interrupted", job.id)
             self.runner = JobRunner(self.store, self.registry, self.settings,
-                                    lambda job: JobMessage(self.bot, job.channel_id), self._preload)
+                                    lambda job: JobMessage(self.bot, job.channel_id), self._preload,
+                                    trains=not self.remote)
         except BaseException:
             self.db = None
             raise
         self.context.resolver = self.resolve
         self.purge_departed.start()
+        if self.remote:
+            self.watcher = asyncio.get_running_loop().create_task(self.runner.watch(), name="finetune-watch")
         if self.bot.is_ready():  # loaded into a running bot: on_ready has been and gone
             asyncio.get_running_loop().create_task(self.runner.pump())
 
     async def cog_unload(self) -> None:
         self.purge_departed.cancel()
+        if self.watcher is not None:
+            self.watcher.cancel()
+            await asyncio.gather(self.watcher, return_exceptions=True)
         if self.context.resolver == self.resolve:
             self.context.resolver = None
         if self.runner is not None:
@@ -131,6 +145,8 @@ class FinetuneCog(commands.Cog):
         for guild in self.bot.guilds:
             if await self.departures.returned(guild.id):
                 log.info("guild %s added the bot back; its data is kept", guild.id)
+            if self.remote and (job := await self.store.active(guild.id)) is not None:
+                self.runner.follow(job, JobMessage(self.bot, job.channel_id))  # e.g. after this process restarted
         await self.runner.pump()
 
     @commands.Cog.listener()
@@ -306,7 +322,8 @@ class FinetuneCog(commands.Cog):
         if model is None:
             raise CharLMError("Say which model: `/models model:<name> serve:<version>`.")
         running = self.runner.running_for(guild_id)
-        if not everyone and running is not None and running.job.target == model.strip().lower():
+        active = running.job if running else await self.store.active(guild_id)
+        if not everyone and active is not None and active.state == "running" and active.target == model.strip().lower():
             raise CharLMError(f"A fine-tune job is making a new version of {model}; wait for it or cancel it.")
         version = (await self.registry.model(guild_id, model, everyone)).version(label)
         await interaction.response.defer(thinking=True, ephemeral=everyone)
