@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,36 @@ def test_loss_plot_is_a_png(tmp_path: Path) -> None:
     history = [{"epoch": 1, "loss": 2.0, "val_loss": 2.1}, {"epoch": 2, "loss": 1.7, "val_loss": 1.9}]
     png = loss_plot(history, "alice v1 from alice v0")
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000
+
+
+def test_workers_heartbeat_cancel_through_the_row_and_silent_ones_are_failed(store_url: str) -> None:
+    async def main() -> None:
+        db = await open_database(store_url)
+        try:
+            store = JobStore(db)
+            first, second = job(guild_id=10), job(guild_id=20)
+            await store.add(first)
+            await store.add(second)
+            claimed = await store.claim_next("host:1")
+            assert claimed.worker == "host:1" and claimed.heartbeat_at is not None
+            assert await store.heartbeat(claimed, "host:1") is False
+            assert await store.heartbeat(claimed, "host:2") is None  # not that worker's job
+            assert await store.request_cancel(claimed)
+            assert await store.heartbeat(claimed, "host:1") is True
+            assert not await store.request_cancel(second)  # queued: cancel_queued is for those
+            other = await store.claim_next("host:2")
+            assert await store.stale(60) == []
+            later = time.time() + 120
+            stale = await store.stale(60, now=later)
+            assert [j.id for j in stale] == [claimed.id, other.id]
+            await store.heartbeat(other, "host:2")  # it beat after the look: not failed
+            assert await store.fail_stale(stale[0], now=later)
+            assert not await store.fail_stale(stale[1], now=later)
+            failed = await store.get(claimed.id)
+            assert failed.state == "failed" and "host:1 stopped sending heartbeats" in failed.error
+            assert await store.heartbeat(failed, "host:1") is None  # its worker learns it lost the job
+            assert (await store.get(other.id)).state == "running"
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
