@@ -50,6 +50,7 @@ async def requests_per_second(url: str, shard_sets: list[list[int]], count: int,
                               guilds: int, folder: Path) -> tuple[float, int, float]:
     """(answers/s, answered before the deadline, slowest final reply in s) for one setup."""
     env = os.environ | {"DISCORD_TOKEN": "bench-token", "PYTHONPATH": str(ROOT), "CHARLM_DATABASE_URL": url}
+    folder.mkdir(parents=True, exist_ok=True)
     async with running_double(world=sharded_world(2, guilds_per_shard=guilds)) as double:
         processes = []
         for i, shard_ids in enumerate(shard_sets):
