@@ -357,14 +357,15 @@ class JobRunner:
                 self.reporters.pop(job_id, None)
                 continue
             final = job.state in FINAL_STATES
-            seen = json.dumps([job.state, job.target_version, job.progress], sort_keys=True)
+            position = await self.store.position(job) if job.state == "queued" else None
+            seen = json.dumps([job.state, job.target_version, job.progress, position], sort_keys=True)
             before, state, at = self.shown.get(job_id, ("", "", 0.0))
             # a new state shows at once; progress at most once per progress_interval
             due = state != job.state or time.monotonic() - at >= self.settings.progress_interval
             if seen != before and due:
                 self.shown[job_id] = (seen, job.state, time.monotonic())
                 if job.state == "queued":
-                    await reporter_show(reporter, job, position=await self.store.position(job))
+                    await reporter_show(reporter, job, position=position)
                 else:
                     await _show(reporter, job, await plot_of(job) if job.state == "succeeded" else None)
             if final:
