@@ -35,8 +35,7 @@ async def run_check(config: Config) -> list[str]:
     started = time.perf_counter()
     context = await BotContext.open(config)
     try:
-        lines.append(f"history {config.history.database}: ok ({await context.history.count()} requests stored, "
-                     f"journal {await context.history.journal_mode()})")
+        lines.append(f"history: ok ({await context.history.count()} requests stored in the database)")
         for name in config.models.folders():
             result = await context.engine.generate(name, PROMPT, Sampling(temperature=0, length=40))
             version = result.version

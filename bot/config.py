@@ -64,6 +64,32 @@ def text() -> Rule:
     return Rule("a string", lambda v: v if isinstance(v, str) else None)
 
 
+DRIVERS = {"sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg",
+           "postgres": "postgresql+asyncpg", "postgresql+asyncpg": "postgresql+asyncpg"}
+"""URL schemes a database may be given with, and the async driver each runs on."""
+
+
+def database_url(url: str) -> str | None:
+    """The URL with its async driver (postgresql:// runs on asyncpg, sqlite:// on aiosqlite),
+    or None if it is not a SQLite or PostgreSQL URL SQLAlchemy can parse."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url.strip())
+    except (ArgumentError, ValueError):
+        return None
+    driver = DRIVERS.get(parsed.drivername)
+    if driver is None or not parsed.database:
+        return None
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def database() -> Rule:
+    return Rule('empty, or a URL like "postgresql://user@host:5432/charbot" or "sqlite:////srv/charbot.sqlite3"',
+                lambda v: v.strip() if isinstance(v, str) and (not v.strip() or database_url(v)) else None)
+
+
 def path() -> Rule:
     return Rule("a non-empty path string", lambda v: Path(v) if isinstance(v, str) and v.strip() else None)
 
@@ -147,6 +173,7 @@ class HistoryConfig:
     """Where requests are recorded and how long they are kept."""
 
     database: Path = setting(Path("data/history.sqlite3"), path())
+    """An older bot's history file, imported into the database once (the rows live there now)."""
     retention_days: int = setting(30, integer(1, 3650))
 
 
@@ -162,7 +189,7 @@ class AdminConfig:
 class DatabaseConfig:
     """Where models, serving choices, jobs and their queue live (empty: SQLite in data_dir)."""
 
-    url: str = setting("", text())
+    url: str = setting("", database())
 
 
 @dataclass(frozen=True)
@@ -215,9 +242,21 @@ class Config:
 
     @property
     def database_url(self) -> str:
-        """CHARLM_DATABASE_URL, else [database] url, else SQLite file charbot.sqlite3 in data_dir."""
-        url = os.environ.get(DATABASE_URL_ENV) or self.database.url
-        return url or f"sqlite+aiosqlite:///{self.bot.data_dir / 'charbot.sqlite3'}"
+        """CHARLM_DATABASE_URL, else [database] url, else SQLite file charbot.sqlite3 in data_dir;
+        always with its async driver. A bad CHARLM_DATABASE_URL is a one-line ConfigError."""
+        env = os.environ.get(DATABASE_URL_ENV, "").strip()
+        if env:
+            url = database_url(env)
+            if url is None:
+                raise ConfigError(f"{DATABASE_URL_ENV} must be {database().what}, got a value that is not")
+            return url
+        url = self.database.url
+        return database_url(url) if url else f"sqlite+aiosqlite:///{self.bot.data_dir / 'charbot.sqlite3'}"
+
+    @property
+    def postgres(self) -> bool:
+        """Whether the database is PostgreSQL: then bot processes never train (bot.trainer does)."""
+        return self.database_url.startswith("postgresql")
 
 
 TABLES = [f.name for f in dataclasses.fields(Config) if f.name not in ("path", "other_tables")]

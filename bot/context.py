@@ -21,7 +21,11 @@ from charlm.engine import Engine, EngineBusy, EngineTimeout, ModelVersion
 from charlm.errors import CharLMError
 from charlm.sampling import Sampling
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from bot.config import Config
+from bot.db.engine import open_database
+from bot.db.legacy_history import import_history
 from bot.history import HistoryStore, Request
 
 log = logging.getLogger(__name__)
@@ -95,7 +99,7 @@ class Cooldowns:
 
 @dataclass
 class BotContext:
-    """Config, engine and history store, opened together and closed together.
+    """Config, engine, the database and its history store, opened together and closed together.
 
     Models live in `engine` under their names ("alice", "seuss"); loading a folder
     under an existing name swaps it in as that name's next version, and requests
@@ -104,6 +108,8 @@ class BotContext:
 
     config: Config
     engine: Engine
+    db: AsyncEngine
+    """The bot's one database ([database] url): history, models, serving, jobs."""
     history: HistoryStore
     opened_by_extension: bool = False
     resolver: Resolver | None = None
@@ -111,9 +117,11 @@ class BotContext:
 
     @classmethod
     async def open(cls, config: Config) -> "BotContext":
-        """Open the history store, start the engine and load the configured models."""
-        history = await HistoryStore.open(config.history.database)
+        """Open the database (importing an older history file once), start the engine and load
+        the configured models."""
+        db = await open_database(config.database_url)
         try:
+            await import_history(db, config.history.database)
             engine = Engine(backend=config.engine.backend, max_queue=config.limits.queue_size,
                             max_batch=config.engine.max_batch, batch_wait=config.engine.batch_wait_ms / 1000,
                             nice=ENGINE_NICE)
@@ -124,14 +132,14 @@ class BotContext:
                 await asyncio.to_thread(engine.close)
                 raise
         except BaseException:
-            await history.close()
+            await db.dispose()
             raise
-        return cls(config, engine, history)
+        return cls(config, engine, db, HistoryStore(db))
 
     async def close(self) -> None:
         """Stop the engine (requests still queued fail), then close the database."""
         await asyncio.to_thread(self.engine.close)
-        await self.history.close()
+        await self.db.dispose()
 
     async def serving(self, guild_id: int | None, name: str) -> Serving:
         """What answers `name` in a server (None: a DM), loaded and ready."""

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 INTERVAL = 15.0
 """Seconds between refreshes of the file."""
 
+PROBE_TIMEOUT = 2.0
+"""Seconds --health waits for PostgreSQL."""
+
 STALE_AFTER = 3 * INTERVAL
 """A file older than this means the bot stopped refreshing it."""
 
@@ -87,12 +90,38 @@ def shard_lines(path: Path) -> list[str]:
 
 
 def check_database(config: Config) -> tuple[str, str | None]:
-    """(a report line, the problem in one line or None) for the bot's database.
+    """(a report line, the problem in one line or None) for the bot's database ([database] url):
+    a SQLite file is opened read-only, a PostgreSQL server is asked `SELECT 1` (2 s at most)."""
+    from sqlalchemy.engine import make_url
 
-    Today that is the SQLite history file, opened read-only here; a PostgreSQL
-    [database] url (planned, see docs/scaling.md) gets its own branch with the same result.
-    """
-    return _check_sqlite(config.history.database)
+    url = make_url(config.database_url)
+    if url.get_backend_name() == "postgresql":
+        return _check_postgres(url)
+    return _check_sqlite(Path(url.database))
+
+
+def _check_postgres(url: Any) -> tuple[str, str | None]:
+    import asyncio
+
+    import asyncpg
+
+    shown = url.set(drivername="postgresql").render_as_string(hide_password=True)
+    line = f"database postgresql {shown.partition('://')[2]}"
+
+    async def ask() -> None:
+        connection = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False),
+                                           timeout=PROBE_TIMEOUT)
+        try:
+            await connection.fetchval("SELECT 1", timeout=PROBE_TIMEOUT)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(ask(), PROBE_TIMEOUT * 2))
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        return f"{line}: unreachable", f"database {shown} cannot be reached ({reason})"
+    return f"{line}: ok", None
 
 
 def _check_sqlite(path: Path) -> tuple[str, str | None]:

@@ -1,59 +1,22 @@
-"""Every request the bot answers, one SQLite row each (aiosqlite, WAL, versioned schema).
+"""Every request the bot answers, one row each in the `requests` table of the bot's database
+(bot.db.schema), so SQLite and PostgreSQL run the same queries.
 
-The schema version lives in PRAGMA user_version; MIGRATIONS[n] takes a database from
-version n to n + 1, inside one transaction, so an upgrade is all or nothing.
+Older bots kept these rows in their own SQLite file ([history] database); bot.db.legacy_history
+copies that file in at the first start and leaves it untouched.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from charlm.errors import CharLMError
+from bot.db.schema import requests
 
-from bot.sqlite import open_database
-
-MIGRATIONS: list[str] = [
-    # 1: one row per request.
-    """
-    CREATE TABLE requests (
-        id INTEGER PRIMARY KEY,
-        created_at REAL NOT NULL,          -- unix seconds, UTC
-        guild_id INTEGER,                  -- NULL in direct messages
-        channel_id INTEGER,
-        user_id INTEGER NOT NULL,
-        command TEXT NOT NULL,
-        prompt TEXT NOT NULL,              -- the text as typed
-        window TEXT NOT NULL,              -- what the model read, padding included
-        output TEXT NOT NULL,
-        model TEXT NOT NULL,
-        model_version TEXT NOT NULL,
-        sampling TEXT NOT NULL,            -- JSON: temperature, length, ...
-        latency_ms INTEGER NOT NULL,       -- interaction to final reply
-        outcome TEXT NOT NULL,             -- ok, busy, timeout, error
-        error TEXT NOT NULL DEFAULT ''
-    );
-    """,
-    # 2: /history, /forget and the retention purge filter by user, guild and age;
-    #    the time to acknowledgement is kept apart from the time to the final reply.
-    """
-    CREATE INDEX requests_user ON requests (user_id, created_at);
-    CREATE INDEX requests_guild ON requests (guild_id, created_at);
-    CREATE INDEX requests_created ON requests (created_at);
-    ALTER TABLE requests ADD COLUMN ack_ms INTEGER;
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 OUTCOMES = ("ok", "busy", "timeout", "error")
-
-
-class HistoryError(CharLMError):
-    """The history database cannot be used (unreadable, or from a newer bot)."""
 
 
 @dataclass
@@ -92,78 +55,69 @@ COLUMNS = ("created_at", "guild_id", "channel_id", "user_id", "command", "prompt
            "model_version", "sampling", "latency_ms", "ack_ms", "outcome", "error")
 
 
-def _row_to_request(row: aiosqlite.Row) -> Request:
-    values = dict(row)
-    values["sampling"] = json.loads(values["sampling"])
-    return Request(**values)
-
-
 class HistoryStore:
     """The requests table behind /history, /forget and the retention purge."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: AsyncEngine, owned: bool = False) -> None:
         self.db = db
-        self.path = path
+        self.owned = owned  # opened by open(): close() disposes of the engine
 
     @classmethod
-    async def open(cls, path: str | Path) -> "HistoryStore":
-        """Open (creating folders and file as needed), switch to WAL and migrate."""
-        path = Path(path)
-        return cls(await open_database(path, MIGRATIONS, "history database", HistoryError), path)
+    async def open(cls, url: str) -> "HistoryStore":
+        """A store on its own engine (tests, tools); the bot shares its context's engine."""
+        from bot.db.engine import open_database
+
+        return cls(await open_database(url), owned=True)
 
     async def close(self) -> None:
-        await self.db.close()
-
-    async def journal_mode(self) -> str:
-        async with self.db.execute("PRAGMA journal_mode") as cursor:
-            (mode,) = await cursor.fetchone()
-        return mode
+        if self.owned:
+            await self.db.dispose()
 
     async def record(self, request: Request) -> int:
         """Insert one request; returns its row id."""
-        values = [getattr(request, c) for c in COLUMNS]
-        values[COLUMNS.index("sampling")] = json.dumps(request.sampling, sort_keys=True)
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        cursor = await self.db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({placeholders})", values)
-        request.id = cursor.lastrowid
-        await cursor.close()
+        async with self.db.begin() as conn:
+            result = await conn.execute(sa.insert(requests).values({c: getattr(request, c) for c in COLUMNS}))
+        request.id = result.inserted_primary_key[0]
         return request.id
 
-    async def _select(self, where: str, args: tuple[Any, ...], limit: int) -> list[Request]:
-        sql = f"SELECT id, {', '.join(COLUMNS)} FROM requests WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ?"
-        async with self.db.execute(sql, (*args, limit)) as cursor:
-            return [_row_to_request(row) for row in await cursor.fetchall()]
+    async def _select(self, where: sa.ColumnElement[bool], limit: int) -> list[Request]:
+        query = (sa.select(requests).where(where).order_by(requests.c.created_at.desc(), requests.c.id.desc())
+                 .limit(limit))
+        async with self.db.connect() as conn:
+            return [Request(**row._mapping) for row in await conn.execute(query)]
 
     async def recent_for_user(self, user_id: int, limit: int = 10) -> list[Request]:
-        return await self._select("user_id = ?", (user_id,), limit)
+        return await self._select(requests.c.user_id == user_id, limit)
 
     async def recent_for_guild(self, guild_id: int, limit: int = 10) -> list[Request]:
-        return await self._select("guild_id = ?", (guild_id,), limit)
+        return await self._select(requests.c.guild_id == guild_id, limit)
 
     async def guild_counts(self, guild_id: int, since: float = 0.0) -> Counts:
-        async def grouped(column: str) -> dict[str, int]:
-            sql = (f"SELECT {column}, COUNT(*) FROM requests WHERE guild_id = ? AND created_at >= ? "
-                   f"GROUP BY {column} ORDER BY COUNT(*) DESC")
-            async with self.db.execute(sql, (guild_id, since)) as cursor:
-                return {key: n for key, n in await cursor.fetchall()}
+        where = sa.and_(requests.c.guild_id == guild_id, requests.c.created_at >= since)
+        async with self.db.connect() as conn:
+            async def grouped(column: sa.Column) -> dict[str, int]:
+                n = sa.func.count().label("n")
+                rows = await conn.execute(sa.select(column, n).where(where).group_by(column).order_by(n.desc()))
+                return {key: count for key, count in rows}
 
-        sql = "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM requests WHERE guild_id = ? AND created_at >= ?"
-        async with self.db.execute(sql, (guild_id, since)) as cursor:
-            total, users = await cursor.fetchone()
-        return Counts(total, users, await grouped("outcome"), await grouped("model"))
+            total, users = (await conn.execute(sa.select(sa.func.count(), sa.func.count(
+                sa.distinct(requests.c.user_id))).where(where))).one()
+            return Counts(total, users, await grouped(requests.c.outcome), await grouped(requests.c.model))
 
     async def count(self, user_id: int | None = None) -> int:
-        where, args = ("WHERE user_id = ?", (user_id,)) if user_id is not None else ("", ())
-        async with self.db.execute(f"SELECT COUNT(*) FROM requests {where}", args) as cursor:
-            (n,) = await cursor.fetchone()
-        return n
+        query = sa.select(sa.func.count()).select_from(requests)
+        if user_id is not None:
+            query = query.where(requests.c.user_id == user_id)
+        async with self.db.connect() as conn:
+            return (await conn.execute(query)).scalar()
+
+    async def _delete(self, where: sa.ColumnElement[bool]) -> int:
+        async with self.db.begin() as conn:
+            return (await conn.execute(sa.delete(requests).where(where))).rowcount
 
     async def forget_user(self, user_id: int) -> int:
         """Delete every row of one user; returns how many went."""
-        cursor = await self.db.execute("DELETE FROM requests WHERE user_id = ?", (user_id,))
-        deleted = cursor.rowcount
-        await cursor.close()
-        return deleted
+        return await self._delete(requests.c.user_id == user_id)
 
     async def guild_ids(self) -> set[int]:
         """Every server with rows (to notice servers that removed the bot while it was away)."""
@@ -172,15 +126,9 @@ class HistoryStore:
 
     async def forget_guild(self, guild_id: int) -> int:
         """Delete every row of one server (the bot left it); returns how many went."""
-        cursor = await self.db.execute("DELETE FROM requests WHERE guild_id = ?", (guild_id,))
-        deleted = cursor.rowcount
-        await cursor.close()
-        return deleted
+        return await self._delete(requests.c.guild_id == guild_id)
 
     async def purge_older_than(self, days: float, now: float | None = None) -> int:
         """Delete rows older than `days`; returns how many went."""
         cutoff = (time.time() if now is None else now) - days * 86400
-        cursor = await self.db.execute("DELETE FROM requests WHERE created_at < ?", (cutoff,))
-        deleted = cursor.rowcount
-        await cursor.close()
-        return deleted
+        return await self._delete(requests.c.created_at < cutoff)

@@ -32,6 +32,15 @@ def make_text(chars: int = 20_000, seed: int = 0) -> str:
     return "".join(out)[:chars]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The bot's database on each engine: a SQLite file in tmp_path, then a fresh PostgreSQL
+    database (tests.postgres); store tests take this to run on both."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'charbot.sqlite3'}"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture(scope="session")
 def corpora() -> Path:
     """The shared corpora folder; tests that need it skip cleanly when it is absent."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import discord
 import pytest
+import sqlalchemy as sa
 from discord.ext import commands
 
 from bot.config import Config, load_config
@@ -89,7 +90,7 @@ async def ask(double: DiscordDouble, command: str, options: dict[str, object], u
 
 
 def history_rows(config: Config) -> list[sqlite3.Row]:
-    with sqlite3.connect(config.history.database) as db:
+    with sqlite3.connect(config.bot.data_dir / "charbot.sqlite3") as db:
         db.row_factory = sqlite3.Row
         rows = db.execute("SELECT * FROM requests ORDER BY id").fetchall()
     db.close()
@@ -126,10 +127,9 @@ def test_any_discord_py_bot_can_load_the_extension(tiny_config: Config, monkeypa
                 await double.wait_commands(["alice", "seuss", "history", "forget"])
                 reply = await ask(double, "seuss", {"text": "Sam", "length": 10}, user="bob")
                 assert reply.content.startswith("**sam**")
-                history = bot.charlm.history
+                context = bot.charlm
             assert bot.charlm is None  # the extension opened the services, so its teardown closed them
-            with pytest.raises(ValueError):
-                await history.count()  # the database connection is closed
+            assert not context.engine.running and context.db.pool.checkedout() == 0
             double.assert_no_violations()
 
     asyncio.run(main())
@@ -407,7 +407,8 @@ def test_forget_asks_then_deletes_only_that_user(tiny_config: Config) -> None:
 
 def test_a_failed_history_write_loses_no_reply_and_is_logged(tiny_config: Config, caplog) -> None:
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        await bot.charlm.history.db.execute("DROP TABLE requests")
+        async with bot.charlm.db.begin() as conn:
+            await conn.execute(sa.text("DROP TABLE requests"))
         reply = await ask(double, "alice", {"text": "Alice", "length": 20}, user="bob")
         assert not reply.ephemeral and reply.content.startswith("**alice**")
 

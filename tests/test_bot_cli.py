@@ -36,12 +36,12 @@ def test_check_loads_everything_and_generates(tmp_path: Path, tiny_model: Path) 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"config {config}: ok"
-    assert lines[1].startswith(f"history {tmp_path / 'data' / 'history.sqlite3'}: ok (0 requests stored, journal wal)")
+    assert lines[1] == "history: ok (0 requests stored in the database)"
     assert lines[2].startswith("model alice ") and lines[3].startswith("model seuss ")
     assert "'once upon a time' -> '" in lines[2]
-    assert lines[-2].startswith("database sqlite+aiosqlite:///") and "(schema 0001, 0 fine-tuned versions, 0 jobs)" in lines[-2]
+    assert lines[-2].startswith("database sqlite+aiosqlite:///") and "(schema 0002, 0 fine-tuned versions, 0 jobs)" in lines[-2]
     assert lines[-1].startswith("all checks passed in ")
-    assert (tmp_path / "data" / "history.sqlite3").is_file()
+    assert (tmp_path / "data" / "charbot.sqlite3").is_file()
 
 
 def test_check_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_health_follows_the_health_file_and_the_database(tmp_path: Path) -> None
     config = tmp_path / "config.toml"
     config.write_text("", "utf-8")
     health = tmp_path / "data" / "health.json"
-    database = tmp_path / "data" / "history.sqlite3"
+    database = tmp_path / "data" / "charbot.sqlite3"
     db_ok = f"database sqlite {database}: ok"
 
     missing = run_bot("--health", "--config", str(config), cwd=tmp_path)
@@ -167,7 +167,7 @@ def test_the_standalone_bot_runs_against_the_configured_discord_and_stops_on_sig
             double.assert_no_violations()
 
     asyncio.run(main())
-    database = tmp_path / "data" / "history.sqlite3"
+    database = tmp_path / "data" / "charbot.sqlite3"
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT outcome, length(output) FROM requests").fetchall() == [("ok", 20), ("ok", 1500)]
     db.close()

@@ -42,7 +42,7 @@ def shard_config(folder: Path, model: Path, shard_ids: list[int], double: Discor
 
 
 def guilds_in_history(config: Config) -> list[int]:
-    with sqlite3.connect(config.history.database) as db:
+    with sqlite3.connect(config.bot.data_dir / "charbot.sqlite3") as db:
         rows = [row[0] for row in db.execute("SELECT guild_id FROM requests ORDER BY id")]
     db.close()
     return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -60,9 +61,9 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'charbot.sqlite3'}"
 
 
-def test_the_queue_is_first_come_first_served_one_job_per_server_and_survives_a_restart(tmp_path: Path) -> None:
+def test_the_queue_is_first_come_first_served_one_job_per_server_and_survives_a_restart(store_url: str) -> None:
     async def first_run() -> list[int]:
-        db = await open_database(db_url(tmp_path))
+        db = await open_database(store_url)
         store = JobStore(db)
         ids = [await store.add(job(guild_id=g)) for g in (10, 20, 30)]
         with pytest.raises(Busy, match="already has a fine-tune job queued or running"):
@@ -79,7 +80,7 @@ def test_the_queue_is_first_come_first_served_one_job_per_server_and_survives_a_
         return ids
 
     async def next_start(ids: list[int]) -> None:
-        db = await open_database(db_url(tmp_path))
+        db = await open_database(store_url)
         store = JobStore(db)
         assert [j.id for j in await store.mark_interrupted()] == [ids[0]]
         interrupted = await store.get(ids[0])
@@ -90,7 +91,9 @@ def test_the_queue_is_first_come_first_served_one_job_per_server_and_survives_a_
         await db.dispose()
 
     asyncio.run(next_start(asyncio.run(first_run())))
-    with sqlite3.connect(tmp_path / "data" / "charbot.sqlite3") as db:
+    if store_url.startswith("postgresql"):
+        return
+    with sqlite3.connect(store_url.partition(":///")[2]) as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head()
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
@@ -116,12 +119,12 @@ def fake_version(folder: Path, corpus: str, bpc: float) -> dict:
     return card
 
 
-def test_registry_scopes_serving_pruning_and_discard(tmp_path: Path) -> None:
+def test_registry_scopes_serving_pruning_and_discard(tmp_path: Path, store_url: str) -> None:
     shipped = tmp_path / "weights" / "alice"
     fake_version(shipped, "alice.txt", 2.0)
 
     async def main() -> None:
-        db = await open_database(db_url(tmp_path))
+        db = await open_database(store_url)
         registry = Registry(db, tmp_path / "models", {"alice": shipped, "seuss": tmp_path / "weights" / "missing"})
         assert await registry.names(10) == ["alice"]
         assert (await registry.served(10, "alice")).label == "v0"
@@ -202,3 +205,36 @@ def test_loss_plot_is_a_png(tmp_path: Path) -> None:
     history = [{"epoch": 1, "loss": 2.0, "val_loss": 2.1}, {"epoch": 2, "loss": 1.7, "val_loss": 1.9}]
     png = loss_plot(history, "alice v1 from alice v0")
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000
+
+
+def test_workers_heartbeat_cancel_through_the_row_and_silent_ones_are_failed(store_url: str) -> None:
+    async def main() -> None:
+        db = await open_database(store_url)
+        try:
+            store = JobStore(db)
+            first, second = job(guild_id=10), job(guild_id=20)
+            await store.add(first)
+            await store.add(second)
+            claimed = await store.claim_next("host:1")
+            assert claimed.worker == "host:1" and claimed.heartbeat_at is not None
+            assert await store.heartbeat(claimed, "host:1") is False
+            assert await store.heartbeat(claimed, "host:2") is None  # not that worker's job
+            assert await store.request_cancel(claimed)
+            assert await store.heartbeat(claimed, "host:1") is True
+            assert not await store.request_cancel(second)  # queued: cancel_queued is for those
+            other = await store.claim_next("host:2")
+            assert await store.stale(60) == []
+            later = time.time() + 120
+            stale = await store.stale(60, now=later)
+            assert [j.id for j in stale] == [claimed.id, other.id]
+            await store.heartbeat(other, "host:2")  # it beat after the look: not failed
+            assert await store.fail_stale(stale[0], now=later)
+            assert not await store.fail_stale(stale[1], now=later)
+            failed = await store.get(claimed.id)
+            assert failed.state == "failed" and "host:1 stopped sending heartbeats" in failed.error
+            assert await store.heartbeat(failed, "host:1") is None  # its worker learns it lost the job
+            assert (await store.get(other.id)).state == "running"
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())

@@ -1,17 +1,28 @@
-"""The history store on a real SQLite file: migrations, WAL, queries, retention and forget."""
+"""The history store on SQLite and on PostgreSQL: queries, retention, forget, reopening, and
+the one-time import of an older bot's history file."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from bot.history import MIGRATIONS, SCHEMA_VERSION, HistoryError, HistoryStore, Request
+from bot.db.engine import DatabaseError, open_database
+from bot.db.legacy_history import import_history
+from bot.history import HistoryStore, Request
 
 DAY = 86400.0
+OLD_SCHEMA = [  # what the older bot's history file had: PRAGMA user_version 1, then 2
+    """CREATE TABLE requests (id INTEGER PRIMARY KEY, created_at REAL NOT NULL, guild_id INTEGER,
+       channel_id INTEGER, user_id INTEGER NOT NULL, command TEXT NOT NULL, prompt TEXT NOT NULL,
+       window TEXT NOT NULL, output TEXT NOT NULL, model TEXT NOT NULL, model_version TEXT NOT NULL,
+       sampling TEXT NOT NULL, latency_ms INTEGER NOT NULL, outcome TEXT NOT NULL, error TEXT NOT NULL DEFAULT '');""",
+    "ALTER TABLE requests ADD COLUMN ack_ms INTEGER;",
+]
 
 
 def request(user_id: int = 1, guild_id: int | None = 10, **fields) -> Request:
@@ -22,9 +33,9 @@ def request(user_id: int = 1, guild_id: int | None = 10, **fields) -> Request:
     return Request(user_id=user_id, guild_id=guild_id, channel_id=20, **values)
 
 
-def with_store(path: Path, body) -> object:
+def with_store(url: str, body) -> object:
     async def main():
-        store = await HistoryStore.open(path)
+        store = await HistoryStore.open(url)
         try:
             return await body(store)
         finally:
@@ -33,52 +44,7 @@ def with_store(path: Path, body) -> object:
     return asyncio.run(main())
 
 
-def test_new_database_is_current_and_in_wal_mode(tmp_path: Path) -> None:
-    path = tmp_path / "deep" / "history.sqlite3"
-
-    async def body(store: HistoryStore) -> str:
-        return await store.journal_mode()
-
-    assert with_store(path, body) == "wal"
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
-    path = tmp_path / "history.sqlite3"
-    with sqlite3.connect(path) as db:
-        db.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
-        db.execute(
-            "INSERT INTO requests (created_at, guild_id, channel_id, user_id, command, prompt, window, output, "
-            "model, model_version, sampling, latency_ms, outcome) VALUES (?, 10, 20, 1, 'seuss', 'old', 'old', "
-            "'row', 'seuss', 'v0', '{}', 50, 'ok')", (time.time(),))
-    db.close()
-
-    async def body(store: HistoryStore) -> list[Request]:
-        await store.record(request())
-        return await store.recent_for_user(1)
-
-    rows = with_store(path, body)
-    assert [r.prompt for r in rows] == ["Alice was", "old"]
-    assert rows[1].ack_ms is None and rows[0].ack_ms == 5
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    db.close()
-    assert {"requests_user", "requests_guild", "requests_created"} <= indexes
-
-
-def test_a_database_from_a_newer_bot_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "history.sqlite3"
-    with sqlite3.connect(path) as db:
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    db.close()
-    with pytest.raises(HistoryError, match=f"schema {SCHEMA_VERSION + 1}, newer than this bot's {SCHEMA_VERSION}"):
-        with_store(path, lambda store: asyncio.sleep(0))
-
-
-def test_rows_round_trip_and_queries_filter(tmp_path: Path) -> None:
+def test_rows_round_trip_and_queries_filter(store_url: str) -> None:
     async def body(store: HistoryStore):
         now = time.time()
         await store.record(request(1, created_at=now - 30, outcome="busy", error="the bot is busy"))
@@ -86,21 +52,23 @@ def test_rows_round_trip_and_queries_filter(tmp_path: Path) -> None:
         await store.record(request(2, created_at=now - 10))
         await store.record(request(3, guild_id=99, created_at=now))
         await store.record(request(3, guild_id=None, created_at=now))
+        await store.record(request(2**62, created_at=now - 5))
         return (await store.recent_for_user(1), await store.recent_for_guild(10, limit=2),
-                await store.guild_counts(10))
+                await store.guild_counts(10), await store.recent_for_user(2**62))
 
-    mine, guild, counts = with_store(tmp_path / "h.sqlite3", body)
+    mine, guild, counts, snowflake = with_store(store_url, body)
     assert [(r.user_id, r.model) for r in mine] == [(1, "seuss"), (1, "alice")]
     assert mine[1].outcome == "busy" and mine[1].error == "the bot is busy"
     assert mine[0].sampling == {"temperature": 0.8, "length": 10}
-    assert mine[0].window == "      alice was" and mine[0].channel_id == 20
-    assert [r.user_id for r in guild] == [2, 1]
-    assert counts.requests == 3 and counts.users == 2
-    assert counts.by_outcome == {"ok": 2, "busy": 1}
-    assert counts.by_model == {"alice": 2, "seuss": 1}
+    assert mine[0].window == "      alice was" and mine[0].channel_id == 20 and mine[0].ack_ms == 5
+    assert [r.user_id for r in guild] == [2**62, 2]
+    assert counts.requests == 4 and counts.users == 3
+    assert counts.by_outcome == {"ok": 3, "busy": 1}
+    assert counts.by_model == {"alice": 3, "seuss": 1}
+    assert snowflake[0].user_id == 2**62  # Discord ids need 64 bits
 
 
-def test_retention_purge_deletes_only_old_rows(tmp_path: Path) -> None:
+def test_retention_purge_deletes_only_old_rows(store_url: str) -> None:
     async def body(store: HistoryStore):
         now = time.time()
         for age_days in (0, 29.9, 30.1, 400):
@@ -108,35 +76,89 @@ def test_retention_purge_deletes_only_old_rows(tmp_path: Path) -> None:
         deleted = await store.purge_older_than(30, now=now)
         return deleted, [r.prompt for r in await store.recent_for_user(1)]
 
-    deleted, left = with_store(tmp_path / "h.sqlite3", body)
+    deleted, left = with_store(store_url, body)
     assert deleted == 2
     assert left == ["0 days", "29.9 days"]
 
 
-def test_forget_deletes_every_row_of_that_user_only(tmp_path: Path) -> None:
+def test_forget_deletes_every_row_of_that_user_or_server_only(store_url: str) -> None:
     async def body(store: HistoryStore):
         for user in (1, 1, 2):
             await store.record(request(user))
         await store.record(request(1, guild_id=None))
-        return await store.forget_user(1), await store.count(1), await store.count(2)
+        await store.record(request(5, guild_id=77))
+        forgotten = await store.forget_user(1), await store.count(1), await store.count(2)
+        return forgotten, await store.forget_guild(77), await store.count()
 
-    assert with_store(tmp_path / "h.sqlite3", body) == (3, 0, 1)
+    assert with_store(store_url, body) == ((3, 0, 1), 1, 1)
 
 
-def test_rows_survive_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "h.sqlite3"
-
+def test_rows_survive_reopening(store_url: str) -> None:
     async def write(store: HistoryStore) -> int:
         return await store.record(request(output=" kept"))
 
     async def read(store: HistoryStore) -> list[str]:
         return [r.output for r in await store.recent_for_user(1)]
 
-    assert with_store(path, write) == 1
-    assert with_store(path, read) == [" kept"]
+    assert with_store(store_url, write) >= 1
+    assert with_store(store_url, read) == [" kept"]
 
 
-def test_an_unusable_path_is_one_line(tmp_path: Path) -> None:
+def old_history_file(path: Path, version: int) -> None:
+    """A history file as the older bot left it, with two rows."""
+    db = sqlite3.connect(path)
+    for statement in OLD_SCHEMA[:version]:
+        db.executescript(statement)
+    ack = ", ack_ms" if version >= 2 else ""
+    for prompt, guild in (("old one", 10), ("old two", None)):
+        db.execute(f"INSERT INTO requests (created_at, guild_id, channel_id, user_id, command, prompt, window, "
+                   f"output, model, model_version, sampling, latency_ms, outcome{ack}) VALUES (?, ?, 20, 1, "
+                   f"'seuss', ?, 'w', 'out', 'seuss', 'v0', ?, 50, 'ok'{', 7' if ack else ''})",
+                   (time.time() - 60, guild, prompt, json.dumps({"temperature": 0.5})))
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_history_file_is_imported_once_and_left_untouched(store_url: str, tmp_path: Path,
+                                                                    version: int) -> None:
+    legacy = tmp_path / "history.sqlite3"
+    old_history_file(legacy, version)
+    before = legacy.read_bytes()
+
+    async def main():
+        db = await open_database(store_url)
+        try:
+            first = await import_history(db, legacy)
+            again = await import_history(db, legacy)  # the next start
+            store = HistoryStore(db)
+            await store.record(request(1, prompt="new"))
+            return first, again, await store.recent_for_user(1)
+        finally:
+            await db.dispose()
+
+    first, again, rows = asyncio.run(main())
+    assert (first, again) == (2, None)
+    assert [r.prompt for r in rows] == ["new", "old two", "old one"]
+    assert rows[2].sampling == {"temperature": 0.5} and rows[2].guild_id == 10 and rows[1].guild_id is None
+    assert rows[2].ack_ms == (7 if version == 2 else None)
+    assert legacy.read_bytes() == before
+
+
+def test_no_older_history_file_imports_nothing(store_url: str, tmp_path: Path) -> None:
+    async def main():
+        db = await open_database(store_url)
+        try:
+            return await import_history(db, tmp_path / "absent.sqlite3"), await HistoryStore(db).count()
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(main()) == (0, 0)
+
+
+def test_an_unusable_database_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(HistoryError, match="^cannot open history database"):
-        with_store(tmp_path / "file" / "h.sqlite3", lambda store: asyncio.sleep(0))
+    with pytest.raises(DatabaseError, match="^cannot open the database") as caught:
+        with_store(f"sqlite:///{tmp_path / 'file' / 'h.sqlite3'}", lambda store: asyncio.sleep(0))
+    assert "\n" not in str(caught.value)

@@ -155,7 +155,7 @@ def test_a_servers_fine_tune_stays_there_until_an_owner_publishes_it(tmp_path: P
 
     run(config, scenario)
     assert serving_rows(config) == [(0, "seuss", None), (A, "seuss", "v1"), (B, "pirate", "v1")]
-    with sqlite3.connect(config.bot.data_dir / "history.sqlite3") as db:
+    with sqlite3.connect(config.bot.data_dir / "charbot.sqlite3") as db:
         labels = db.execute("SELECT guild_id, model, model_version FROM requests ORDER BY id").fetchall()
     db.close()
     assert labels[:2] == [(A, "seuss", "v0"), (A, "seuss", "v1")] and (None, "seuss", "v0") in labels
@@ -298,7 +298,7 @@ def test_guild_removal_purges_after_retention_unless_readded(tmp_path: Path, tin
         assert await footer(double, "seuss", B) == "seuss v0"
 
     run(config, scenario)
-    with sqlite3.connect(config.bot.data_dir / "history.sqlite3") as db:
+    with sqlite3.connect(config.bot.data_dir / "charbot.sqlite3") as db:
         guilds = [g for (g,) in db.execute("SELECT guild_id FROM requests")]
     db.close()
     assert A not in guilds and guilds.count(B) == 1  # the footer request after the purge

@@ -17,6 +17,7 @@ from charlm.errors import CharLMError
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 0x636861726C6D  # "charlm": the PostgreSQL advisory lock held while migrating
 
 
 class DatabaseError(CharLMError):
@@ -61,7 +62,12 @@ def shown(url: str) -> str:
 
 
 async def open_database(url: str) -> AsyncEngine:
-    """Create the engine (and a SQLite file's folder), then bring the schema to head."""
+    """Create the engine (and a SQLite file's folder), then bring the schema to head.
+
+    postgresql:// and sqlite:// URLs get their async drivers (asyncpg, aiosqlite)."""
+    from bot.config import database_url
+
+    url = database_url(url) or url
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
@@ -73,6 +79,8 @@ async def open_database(url: str) -> AsyncEngine:
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     try:
         async with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":  # processes starting together migrate one at a time
+                await connection.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
             await connection.run_sync(_upgrade)
     except DatabaseError:
         await engine.dispose()

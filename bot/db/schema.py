@@ -63,6 +63,9 @@ jobs = sa.Table(
     sa.Column("served", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     sa.Column("pid", sa.Integer, nullable=True),  # training process while running
+    sa.Column("worker", sa.Text, nullable=True),  # who runs it: "host:pid" of a bot or bot.trainer
+    sa.Column("heartbeat_at", sa.Float, nullable=True),  # refreshed by that worker while it runs
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),  # any process may set it
     sa.Index("jobs_state", "state", "id"),
     sa.Index("jobs_guild", "guild_id", "id"),
     # at most one queued-or-running job per server, enforced by the database itself
@@ -75,6 +78,29 @@ departures = sa.Table(
     "departures", metadata,
     sa.Column("guild_id", sa.BigInteger, primary_key=True),
     sa.Column("left_at", sa.Float, nullable=False),  # the bot was removed; purged retention_days later
+)
+
+requests = sa.Table(
+    "requests", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),  # unix seconds, UTC
+    sa.Column("guild_id", sa.BigInteger, nullable=True),  # NULL in direct messages
+    sa.Column("channel_id", sa.BigInteger, nullable=True),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("command", sa.Text, nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),  # the text as typed
+    sa.Column("window", sa.Text, nullable=False),  # what the model read, padding included
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("sampling", sa.JSON, nullable=False),  # temperature, length, ...
+    sa.Column("latency_ms", sa.Integer, nullable=False),  # interaction to final reply
+    sa.Column("ack_ms", sa.Integer, nullable=True),  # interaction to acknowledgement
+    sa.Column("outcome", sa.Text, nullable=False),  # ok, busy, timeout, error
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Index("requests_user", "user_id", "created_at"),
+    sa.Index("requests_guild", "guild_id", "created_at"),
+    sa.Index("requests_created", "created_at"),
 )
 
 meta = sa.Table(

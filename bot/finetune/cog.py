@@ -15,6 +15,7 @@ import logging
 import time
 
 import discord
+import sqlalchemy as sa
 from discord import app_commands
 from discord.ext import commands, tasks
 
@@ -25,7 +26,6 @@ from charlm.vocab import Vocabulary
 from bot.cog.generate import Length, Temperature
 from bot.context import BotContext, Serving, is_owner, may_manage
 from bot.db.departures import Departures
-from bot.db.engine import open_database
 from bot.db.legacy import import_legacy
 from bot.db.schema import OWNERS
 from bot.finetune.describe import describe, describe_models
@@ -50,7 +50,7 @@ NOT_OWNER = ("Only the bot's owners can change what every server gets; this serv
              "switch this server's models with `serve:` alone.")
 SERVER_ONLY = "Switching models is done inside a server; in a DM only the bot's owners can, with `everyone:true`."
 NO_TRAINING = ("This bot runs the serving-only image (no TensorFlow), so it cannot train; "
-               "start fine-tunes on a bot that runs the full image.")
+               "start fine-tunes on a bot that runs the full image, or give it PostgreSQL and trainers.")
 Epochs = app_commands.Range[int, 1, 100]
 
 
@@ -109,23 +109,33 @@ class FinetuneCog(commands.Cog):
         self.departures: Departures | None = None
         self.loaded = LoadedVersions(context, context.config.engine.max_loaded)
         self._ready_task: asyncio.Task | None = None
+        self.remote = context.config.postgres
+        """PostgreSQL: this process only queues; bot.trainer workers train (docs/scaling.md)."""
+        self.watcher: asyncio.Task | None = None
 
     async def cog_load(self) -> None:
-        self.db = await open_database(self.context.config.database_url)
+        self.db = self.context.db  # the context's: it disposes of it
         try:
             self.registry = Registry(self.db, self.settings.models_dir, self.context.config.models.folders())
             self.store = JobStore(self.db)
             self.departures = Departures(self.db)
-            await import_legacy(self.db, self.settings, self.context.config.bot.data_dir)
-            for job in await self.store.mark_interrupted():
-                log.warning("fine-tune job %s was running when the bot stopped; marked interrupted", job.id)
+            try:
+                await import_legacy(self.db, self.settings, self.context.config.bot.data_dir)
+            except sa.exc.IntegrityError:  # another process starting at the same time did it
+                log.info("the older data folder was imported by another process")
+            if not self.remote:  # with PostgreSQL, running jobs are trainers'; missed heartbeats tell
+                for job in await self.store.mark_interrupted():
+                    log.warning("fine-tune job %s was running when the bot stopped; marked interrupted", job.id)
             self.runner = JobRunner(self.store, self.registry, self.settings,
-                                    lambda job: JobMessage(self.bot, job.channel_id), self._preload)
+                                    lambda job: JobMessage(self.bot, job.channel_id), self._preload,
+                                    trains=not self.remote)
         except BaseException:
-            await self.db.dispose()
+            self.db = None
             raise
         self.context.resolver = self.resolve
         self.purge_departed.start()
+        if self.remote:
+            self.watcher = asyncio.get_running_loop().create_task(self.runner.watch(), name="finetune-watch")
         if self.bot.is_ready():  # loaded into a running bot: on_ready has been and gone
             asyncio.get_running_loop().create_task(self.runner.pump())
 
@@ -135,12 +145,13 @@ class FinetuneCog(commands.Cog):
         if ready is not None and not ready.done() and ready is not asyncio.current_task():
             ready.cancel()
             await asyncio.gather(ready, return_exceptions=True)
+        if self.watcher is not None:
+            self.watcher.cancel()
+            await asyncio.gather(self.watcher, return_exceptions=True)
         if self.context.resolver == self.resolve:
             self.context.resolver = None
         if self.runner is not None:
             await self.runner.shutdown()
-        if self.db is not None:
-            await self.db.dispose()
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -152,6 +163,8 @@ class FinetuneCog(commands.Cog):
         for guild_id in present:
             if await self.departures.returned(guild_id):
                 log.info("guild %s added the bot back; its data is kept", guild_id)
+            if self.remote and (job := await self.store.active(guild_id)) is not None:
+                self.runner.follow(job, JobMessage(self.bot, job.channel_id))  # e.g. after this process restarted
         if self._sees_every_guild():
             try:
                 await self._note_departures_while_away(present)
@@ -241,7 +254,7 @@ class FinetuneCog(commands.Cog):
         if not await may_manage(interaction, self.context.config):
             await tell(interaction, NOT_ADMIN)
             return
-        if not can_train():
+        if not self.remote and not can_train():  # with PostgreSQL, bot.trainer workers train
             await tell(interaction, NO_TRAINING)
             return
         guild_id = interaction.guild_id
@@ -354,7 +367,8 @@ class FinetuneCog(commands.Cog):
         if model is None:
             raise CharLMError("Say which model: `/models model:<name> serve:<version>`.")
         running = self.runner.running_for(guild_id)
-        if not everyone and running is not None and running.job.target == model.strip().lower():
+        active = running.job if running else await self.store.active(guild_id)
+        if not everyone and active is not None and active.state == "running" and active.target == model.strip().lower():
             raise CharLMError(f"A fine-tune job is making a new version of {model}; wait for it or cancel it.")
         version = (await self.registry.model(guild_id, model, everyone)).version(label)
         await interaction.response.defer(thinking=True, ephemeral=everyone)

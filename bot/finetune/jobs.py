@@ -3,11 +3,18 @@ training processes, each job's row and message, and the new version of its serve
 
 The runner knows nothing of Discord: it tells a Reporter what to show. Queued jobs wait in
 the database with their upload under finetune-uploads/<job id>/, so they survive a restart.
+
+It runs in one of two ways. `trains=True` (the bot on SQLite, and every bot.trainer): it
+claims queued jobs and trains them; with a `worker` name it also keeps each job's heartbeat
+and obeys cancel requests found in the row. `trains=False` (bot processes on PostgreSQL):
+it only queues, and `watch()` polls the rows of the jobs whose messages it holds, shows
+their progress, asks for cancels through the row, and fails jobs whose worker went silent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -26,7 +33,7 @@ from bot.finetune.plot import loss_plot
 from bot.finetune.process import Finished, TrainingProcess
 from bot.finetune.registry import Registry, Version
 from bot.finetune.settings import FinetuneConfig
-from bot.finetune.store import Busy, Job, JobStore
+from bot.finetune.store import FINAL_STATES, Busy, Job, JobStore
 
 log = logging.getLogger(__name__)
 OnVersion = Callable[[Version], Awaitable[None]]
@@ -52,13 +59,17 @@ class Running:
     out: Path
     reporter: Reporter
     task: asyncio.Task | None = None
+    lost: bool = False  # another process failed it (no heartbeat seen): its row is not ours
 
 
 class JobRunner:
     """The queue and the training slots."""
 
     def __init__(self, store: JobStore, registry: Registry, settings: FinetuneConfig,
-                 reporter_for: Callable[[Job], Reporter], on_version: OnVersion) -> None:
+                 reporter_for: Callable[[Job], Reporter], on_version: OnVersion, *,
+                 trains: bool = True, worker: str | None = None) -> None:
+        self.trains = trains
+        self.worker = worker  # "host:pid" when jobs are watched by other processes (PostgreSQL)
         self.store = store
         self.registry = registry
         self.settings = settings
@@ -66,7 +77,8 @@ class JobRunner:
         self.on_version = on_version
         self.preparing: dict[int, bool] = {}  # guild id -> cancel requested, while an upload is checked
         self.running: dict[int, Running] = {}  # job id -> its process
-        self.reporters: dict[int, Reporter] = {}  # queued job id -> its message
+        self.reporters: dict[int, Reporter] = {}  # queued job id -> its message (trains=False: until it ends)
+        self.shown: dict[int, tuple[str, str, float]] = {}  # trains=False: what each message shows, and when
         self.closing = False
         self._pump = asyncio.Lock()
         self.uploads = settings.models_dir.parent / "finetune-uploads"
@@ -113,8 +125,8 @@ class JobRunner:
     async def pump(self) -> None:
         """Start queued jobs while there are free slots; then show the waiting ones their place."""
         async with self._pump:
-            while not self.closing and len(self.running) < self.settings.concurrent_jobs:
-                job = await self.store.claim_next()
+            while self.trains and not self.closing and len(self.running) < self.settings.concurrent_jobs:
+                job = await self.store.claim_next(self.worker)
                 if job is None:
                     break
                 await self._start(job)
@@ -177,10 +189,15 @@ class JobRunner:
             changed.set()
 
         updates = asyncio.create_task(self._show_progress(job, changed, reporter))
+        beats = asyncio.create_task(self._beat(running)) if self.worker else None
         plot = None
         try:
             finished = await process.run(on_progress)
             await stop(updates)  # no progress edit may land after the final one
+            if beats is not None:
+                await stop(beats)
+            if running.lost:
+                raise CharLMError("its worker was taken for dead by another process")
             plot = await self._finish(job, finished, out)
         except Exception as exc:
             log.exception("fine-tune job %s could not be finished", job.id)
@@ -188,7 +205,13 @@ class JobRunner:
             self.registry.discard(out)
         finally:  # also when the bot stops (CancelledError): shutdown() then marks the job
             await stop(updates)
+            if beats is not None:
+                await stop(beats)
             shutil.rmtree(self.upload_of(job).parent, ignore_errors=True)
+        if running.lost:  # the row says failed already, with the reason; leave it so
+            self.running.pop(job.id, None)
+            await self.pump()
+            return
         job.finished_at, job.pid = time.time(), None
         await self.store.update(job, "state", "progress", "heldout_bpc", "base_heldout_bpc", "served", "error",
                                 "finished_at", "pid")
@@ -204,6 +227,25 @@ class JobRunner:
             await self.store.update(job, "progress")
             await _show(reporter, job)
             await asyncio.sleep(self.settings.progress_interval)
+
+    async def _beat(self, running: Running) -> None:
+        """Keep the row's heartbeat fresh; stop training when the row asks for a cancel, or
+        when it is no longer ours (another process failed it after missed heartbeats)."""
+        job = running.job
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                cancel = await self.store.heartbeat(job, self.worker)
+            except Exception as exc:  # the database is away: the next beat tries again
+                log.warning("heartbeat of fine-tune job %s failed: %s", job.id, exc)
+                continue
+            if cancel is None:
+                log.warning("fine-tune job %s was failed by another process (missed heartbeats); stopping it",
+                            job.id)
+                running.lost = True
+            if cancel is None or cancel:
+                await running.process.stop(self.settings.cancel_grace)
+                return
 
     async def _finish(self, job: Job, finished: Finished, out: Path) -> bytes | None:
         """Record the outcome; a good (or forced) result becomes what the job's server serves."""
@@ -226,9 +268,8 @@ class JobRunner:
         await self.prune(job.guild_id, job.target)
         log.info("fine-tune job %s succeeded: %.3f bits/char vs base %.3f, %s", job.id, job.heldout_bpc,
                  job.base_heldout_bpc, "served" if job.served else "not served")
-        title = (f"{job.target} {job.target_version} from {job.base} {job.base_version}: held-out "
-                 f"{job.heldout_bpc:.3f} vs {job.base_heldout_bpc:.3f} bits/char")
-        return await asyncio.to_thread(loss_plot, result["history"], title)
+        job.progress = {**job.progress, "history": result["history"]}  # for the plot in another process
+        return await plot_of(job)
 
     async def prune(self, guild_id: int, name: str) -> list[Version]:
         """Keep at most keep_versions of a server's model; bases of waiting jobs stay."""
@@ -249,6 +290,8 @@ class JobRunner:
 
     async def cancel(self, guild_id: int) -> Job | None:
         """Stop the server's running job, or take its queued one out of the queue."""
+        if not self.trains:
+            return await self._cancel_elsewhere(guild_id)
         running = self.running_for(guild_id)
         if running is None:
             job = await self.store.active(guild_id)
@@ -269,6 +312,80 @@ class JobRunner:
             await asyncio.shield(running.task)
         return running.job
 
+    async def _cancel_elsewhere(self, guild_id: int) -> Job | None:
+        """The job trains in a bot.trainer: ask through its row, and wait until it has stopped."""
+        job = await self.store.active(guild_id)
+        if job is None:
+            if guild_id in self.preparing:
+                self.preparing[guild_id] = True
+            return None
+        if job.state == "queued" and await self.store.cancel_queued(job):
+            shutil.rmtree(self.upload_of(job).parent, ignore_errors=True)
+            await self.watch_once()  # its message says so at once
+            return job
+        await self.store.request_cancel(job)
+        deadline = time.monotonic() + self.settings.cancel_grace + self.settings.worker_timeout + 10
+        while time.monotonic() < deadline:
+            found = await self.store.get(job.id)
+            if found is None or found.state in FINAL_STATES:
+                await self.watch_once()
+                return found
+            await asyncio.sleep(0.5)
+        return await self.store.get(job.id)
+
+    # ---- watching jobs that train elsewhere -------------------------------------------------------
+
+    def follow(self, job: Job, reporter: Reporter) -> None:
+        """Show this job in `reporter` until it ends (trains=False)."""
+        self.reporters.setdefault(job.id, reporter)
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """trains=False: every `interval`, show what the followed jobs' rows say and fail the
+        jobs whose worker went silent. Runs until cancelled."""
+        while True:
+            try:
+                await self.reap()
+                await self.watch_once()
+            except Exception:
+                log.exception("watching fine-tune jobs failed; trying again")
+            await asyncio.sleep(interval)
+
+    async def watch_once(self) -> None:
+        for job_id, reporter in list(self.reporters.items()):
+            job = await self.store.get(job_id)
+            if job is None:
+                self.reporters.pop(job_id, None)
+                continue
+            final = job.state in FINAL_STATES
+            position = await self.store.position(job) if job.state == "queued" else None
+            seen = json.dumps([job.state, job.target_version, job.progress, position], sort_keys=True)
+            before, state, at = self.shown.get(job_id, ("", "", 0.0))
+            # a new state shows at once; progress at most once per progress_interval
+            due = state != job.state or time.monotonic() - at >= self.settings.progress_interval
+            if seen != before and due:
+                self.shown[job_id] = (seen, job.state, time.monotonic())
+                if job.state == "queued":
+                    await reporter_show(reporter, job, position=position)
+                else:
+                    await _show(reporter, job, await plot_of(job) if job.state == "succeeded" else None)
+            if final:
+                self.reporters.pop(job_id, None)
+                self.shown.pop(job_id, None)
+
+    async def reap(self) -> list[Job]:
+        """Fail running jobs whose worker stopped sending heartbeats; their partial folder goes."""
+        failed = []
+        for job in await self.store.stale(self.settings.worker_timeout):
+            if not await self.store.fail_stale(job):
+                continue  # it beat meanwhile, or someone else noticed first
+            log.warning("fine-tune job %s failed: %s", job.id, job.error)
+            if job.target_version:
+                out = self.registry.folder_for(job.guild_id, job.target, int(job.target_version[1:]))
+                await asyncio.to_thread(self.registry.discard, out)
+            shutil.rmtree(self.upload_of(job).parent, ignore_errors=True)
+            failed.append(job)
+        return failed
+
     async def shutdown(self) -> None:
         """The bot is stopping: stop training, discard the output, mark those jobs interrupted.
         Queued jobs stay queued and start after the next start."""
@@ -283,6 +400,23 @@ class JobRunner:
             job.error = "the bot stopped while this job was training"
             await self.store.update(job, "state", "progress", "finished_at", "pid", "error")
             self.running.pop(job.id, None)
+
+
+async def plot_of(job: Job) -> bytes | None:
+    """The loss plot of a finished job, from the history its row keeps."""
+    history = (job.progress or {}).get("history")
+    if not history or job.heldout_bpc is None or job.base_heldout_bpc is None:
+        return None
+    title = (f"{job.target} {job.target_version} from {job.base} {job.base_version}: held-out "
+             f"{job.heldout_bpc:.3f} vs {job.base_heldout_bpc:.3f} bits/char")
+    return await asyncio.to_thread(loss_plot, history, title)
+
+
+async def reporter_show(reporter: Reporter, job: Job, position: int | None) -> None:
+    try:
+        await reporter.show(job, position=position)
+    except Exception as exc:
+        log.warning("could not show queued fine-tune job %s: %s", job.id, exc)
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -31,10 +31,18 @@ class FinetuneConfig:
     nice: int = setting(10, integer(0, 19))
     cancel_grace: float = setting(5.0, number(0.1, 60))
     concurrent_jobs: int = setting(1, integer(1, 16))
+    """Jobs trained at once by one process (the bot with SQLite, each bot.trainer with PostgreSQL)."""
+    worker_timeout: float = setting(60.0, number(3, 3600))
+    """Seconds without a heartbeat after which a training worker's job is failed (PostgreSQL)."""
     max_models: int = setting(10, integer(0, 1000))
     keep_versions: int = setting(5, integer(1, 1000))
     models_dir: Path = setting(Path("models"), path())
     database: Path = setting(Path("finetune.sqlite3"), path())
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often a worker refreshes its jobs' heartbeats: several beats per timeout."""
+        return min(5.0, self.worker_timeout / 4)
 
     @property
     def max_upload_bytes(self) -> int:

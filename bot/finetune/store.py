@@ -2,9 +2,13 @@
 
 The queue is the rows in state `queued`, oldest id first. A job is claimed by one
 UPDATE ... WHERE state = 'queued' on the row a SELECT found; that SELECT carries
-FOR UPDATE SKIP LOCKED, which PostgreSQL honours (several bots could share one queue)
-and SQLite, whose writers are serialised anyway, leaves out. A unique partial index
-keeps at most one queued-or-running job per server even if two requests race.
+FOR UPDATE SKIP LOCKED, which PostgreSQL honours (any number of bot.trainer workers share
+one queue) and SQLite, whose writers are serialised anyway, leaves out. A unique partial
+index keeps at most one queued-or-running job per server even if two requests race.
+
+The row is also how processes talk about a running job: its worker refreshes heartbeat_at
+and reads cancel_requested, which any bot process may set; a job whose heartbeat is older
+than [finetune] worker_timeout lost its worker, and whoever notices marks it failed.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ class Job:
     served: bool = False
     error: str = ""
     pid: int | None = None
+    worker: str | None = None
+    heartbeat_at: float | None = None
+    cancel_requested: bool = False
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -63,6 +70,7 @@ COLUMNS = tuple(f.name for f in fields(Job) if f.name != "id")
 def _job(row: sa.Row) -> Job:
     values = dict(row._mapping)
     values["served"] = bool(values["served"])
+    values["cancel_requested"] = bool(values["cancel_requested"])
     return Job(**values)
 
 
@@ -117,8 +125,9 @@ class JobStore:
         async with self.db.connect() as conn:
             return (await conn.execute(query)).scalar()
 
-    async def claim_next(self) -> Job | None:
-        """Mark the oldest queued job of a server the bot is still in as running, and return it."""
+    async def claim_next(self, worker: str | None = None) -> Job | None:
+        """Mark the oldest queued job of a server the bot is still in as running (by `worker`,
+        whose heartbeat starts now), and return it."""
         left = sa.select(departures.c.guild_id)
         pick = (sa.select(jobs.c.id).where(jobs.c.state == "queued", jobs.c.guild_id.not_in(left))
                 .order_by(jobs.c.id).limit(1).with_for_update(skip_locked=True))
@@ -127,11 +136,47 @@ class JobStore:
             if job_id is None:
                 return None
             claimed = await conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.state == "queued")
-                                         .values(state="running", started_at=time.time()))
+                                         .values(state="running", started_at=time.time(), worker=worker,
+                                                 heartbeat_at=time.time() if worker else None))
             if claimed.rowcount != 1:
                 return None
             row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).one()
         return _job(row)
+
+    async def heartbeat(self, job: Job, worker: str) -> bool | None:
+        """The worker is alive: refresh the job's heartbeat. Returns whether a cancel was
+        requested, or None when the job is no longer this worker's running job."""
+        async with self.db.begin() as conn:
+            found = (await conn.execute(
+                sa.update(jobs).where(jobs.c.id == job.id, jobs.c.state == "running", jobs.c.worker == worker)
+                .values(heartbeat_at=time.time()).returning(jobs.c.cancel_requested))).first()
+        return None if found is None else bool(found[0])
+
+    async def request_cancel(self, job: Job) -> bool:
+        """Ask the worker of a running job (in whatever process) to stop it; False if it is not running."""
+        async with self.db.begin() as conn:
+            done = await conn.execute(sa.update(jobs).where(jobs.c.id == job.id, jobs.c.state == "running")
+                                      .values(cancel_requested=True))
+        return done.rowcount == 1
+
+    async def stale(self, timeout: float, now: float | None = None) -> list[Job]:
+        """Running jobs whose worker has not sent a heartbeat for `timeout` seconds."""
+        cutoff = (time.time() if now is None else now) - timeout
+        return await self._select(sa.select(jobs).where(jobs.c.state == "running", jobs.c.worker.is_not(None),
+                                                        jobs.c.heartbeat_at < cutoff).order_by(jobs.c.id))
+
+    async def fail_stale(self, job: Job, now: float | None = None) -> bool:
+        """Mark a stale job failed with the reason; False if its worker beat (or it ended) meanwhile."""
+        now = time.time() if now is None else now
+        error = (f"the training worker {job.worker} stopped sending heartbeats "
+                 f"({now - job.heartbeat_at:.0f} s without one): it died or lost the database")
+        async with self.db.begin() as conn:
+            done = await conn.execute(sa.update(jobs).where(
+                jobs.c.id == job.id, jobs.c.state == "running", jobs.c.heartbeat_at == job.heartbeat_at)
+                .values(state="failed", error=error, finished_at=now, pid=None))
+        if done.rowcount == 1:
+            job.state, job.error, job.finished_at, job.pid = "failed", error, now, None
+        return done.rowcount == 1
 
     async def cancel_queued(self, job: Job) -> bool:
         """Take a job out of the queue; False if it started (or ended) meanwhile."""

@@ -37,8 +37,24 @@ def _channel() -> TextIO:
     return out
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the one that started it dies (a bot.trainer killed
+    mid-job), so no orphan goes on writing a model folder after the job was failed."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(CANCELLED_EXIT)
+
+
 def main(argv: list[str]) -> int:
     spec: dict[str, Any] = json.loads(argv[0])
+    _die_with_parent()
     channel = _channel()
 
     def send(event: str, **data: Any) -> None:

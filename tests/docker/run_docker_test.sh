@@ -340,11 +340,11 @@ EOF
     CONTAINERS+=("$RUN_ID-$label-after")
     if ! timeout 120 docker run --name "$RUN_ID-$label-after" --network host -v "$VOLUME:/app/data" --entrypoint python "$IMAGE" -c '
 import sqlite3, sys
-db = sqlite3.connect("file:/app/data/history.sqlite3?mode=ro", uri=True)
+db = sqlite3.connect("file:/app/data/charbot.sqlite3?mode=ro", uri=True)
 tables = [r[0] for r in db.execute("select name from sqlite_master where type=\"table\" and name not like \"sqlite_%\"")]
 counts = {t: db.execute(f"select count(*) from \"{t}\"").fetchone()[0] for t in tables}
-print("history tables:", counts)
-sys.exit(0 if sum(counts.values()) > 0 else 1)
+print("database tables:", counts)
+sys.exit(0 if counts.get("requests", 0) > 0 else 1)
 ' >"$WORK/$label-after.log" 2>&1; then
         cat "$WORK/$label-after.log"
         fail "the history did not survive on the volume"
