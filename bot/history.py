@@ -121,8 +121,9 @@ class HistoryStore:
 
     async def guild_ids(self) -> set[int]:
         """Every server with rows (to notice servers that removed the bot while it was away)."""
-        async with self.db.execute("SELECT DISTINCT guild_id FROM requests WHERE guild_id IS NOT NULL") as cursor:
-            return {g for (g,) in await cursor.fetchall()}
+        query = sa.select(requests.c.guild_id).where(requests.c.guild_id.is_not(None)).distinct()
+        async with self.db.connect() as conn:
+            return {g for (g,) in await conn.execute(query)}
 
     async def forget_guild(self, guild_id: int) -> int:
         """Delete every row of one server (the bot left it); returns how many went."""
