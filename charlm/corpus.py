@@ -235,9 +235,27 @@ def load_corpus(path: str | Path, lowercase: bool = True, holdout: float = 0.1) 
     return clean_bytes(path.read_bytes(), path.name, lowercase)
 
 
+_SPACE_RUN = re.compile(r"[ \t]{2,}|\t")
+_BLANK_RUN = re.compile(r"\n{3,}")  # the gaps around title pages: one blank line is a gap enough
+
+
+def squeeze_layout(text: str, report: CleaningReport) -> str:
+    """Drop indentation and runs of spaces: in a library of books set by many printers they
+    are typography (centred titles, indented verse), and a model that learns them writes
+    runs of spaces (and of blank lines). Counted as "lines of layout spacing" in
+    `report.removed_lines`."""
+    lines = text.split("\n")
+    out = [_SPACE_RUN.sub(" ", line.strip(" \t")) for line in lines]
+    changed = sum(a != b for a, b in zip(lines, out))
+    if changed:
+        report.removed_lines["lines of layout spacing"] += changed
+    return _BLANK_RUN.sub("\n\n", "\n".join(out))
+
+
 def load_library(folder: Path, lowercase: bool = True, holdout: float = 0.1) -> Corpus:
-    """Every *.txt in `folder` (sorted by name), each cleaned on its own and split on its
-    own: the last `holdout` of every book is held out. Its sha256 covers every file."""
+    """Every *.txt in `folder` (sorted by name), each cleaned on its own (layout spaces
+    squeezed, see squeeze_layout) and split on its own: the last `holdout` of every book
+    is held out. Its sha256 covers every file."""
     paths = sorted(p for p in folder.glob("*.txt") if p.is_file())
     if not paths:
         raise CharLMError(f"{folder} has no .txt files")
@@ -246,6 +264,7 @@ def load_library(folder: Path, lowercase: bool = True, holdout: float = 0.1) -> 
     train_parts, heldout_parts, books = [], [], []
     for path in paths:
         book = clean_bytes(path.read_bytes(), path.name, lowercase)
+        book.text = squeeze_layout(book.text, book.report)
         digest.update(book.sha256.encode())
         train, heldout = split_holdout(book.text, holdout)
         train_parts.append(train)

@@ -137,3 +137,12 @@ def test_seuss_maps_onto_alice_like_the_recipe(corpora):
     assert dropped <= set("0123456789/") and dropped  # digits and '/' are not in Alice
     # '[' and ']' never occur in Seuss, and '_' only did in the scraped image lines we remove
     assert len(set(encoded.ids.tolist())) == 39
+
+
+def test_a_library_drops_layout_spaces_and_long_gaps(tmp_path):
+    (tmp_path / "verse.txt").write_text("              THE OWL\n\n\n\n\n    The Owl  and the\tPussy-cat   \n" * 60)
+    library = load_corpus(tmp_path)
+    assert "  " not in library.text and "\n\n\n" not in library.text
+    assert library.text.startswith("the owl\n\nthe owl and the pussy-cat\nthe owl\n")
+    assert library.report.removed_lines["lines of layout spacing"] == 120
+    assert clean_text("  indented  verse\n")[0] == "  indented  verse\n"  # a single text keeps its layout

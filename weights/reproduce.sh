@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the shipped models from the corpora (about 4 h on 2 CPU cores).
+# Rebuild the shipped models from the corpora (about 4 h 30 min on 2 CPU cores).
 # Usage: weights/reproduce.sh [CORPORA_DIR]   (default: ../shared/corpora)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,18 +24,24 @@ $py -m charlm finetune "$corpora/alice.txt" --model runs/shakespeare-base \
 #    cleaned on its own, the last 10% of every book held out), trained on from step 2's
 #    weights so it starts out knowing English spelling. An "epoch" is 200 steps of 64
 #    windows (1.28M characters), validated on 500 held-out windows; lower dropout, since
-#    10M characters are far more than this budget reads once.
+#    10M characters are far more than this budget reads once. It ran in two sittings:
+#    85 minutes on the library as the cleaner then read it, with its layout spaces
+#    (centred titles, indented verse), which taught the model to write runs of spaces;
+#    then 10 minutes on the library as it is read now, layout squeezed, which unlearns them.
 $py -m charlm finetune "$corpora/pretrain" --model runs/previous/alice --dropout 0.1 \
     --lr 1e-3 --epochs 100 --patience 3 --steps-per-epoch 200 --val-windows 500 \
-    --max-minutes 85 --out weights/storybook
+    --max-minutes 85 --out runs/storybook   # (with the cleaner of commit 0075cd6)
+$py -m charlm finetune "$corpora/pretrain" --model runs/storybook \
+    --lr 1e-3 --epochs 100 --patience 3 --steps-per-epoch 100 --val-windows 500 \
+    --max-minutes 10 --out weights/storybook
 
 # 4. alice: storybook fine-tuned on Alice, with Alice's dropout again.
 $py -m charlm finetune "$corpora/alice.txt" --model weights/storybook --dropout 0.3 \
-    --lr 1e-3 --epochs 40 --patience 4 --max-minutes 25 --out weights/alice
+    --lr 1e-3 --epochs 40 --patience 4 --max-minutes 20 --out weights/alice
 
 # 5. seuss: alice fine-tuned on Dr Seuss mapped onto Alice's characters, as the recipe did.
 $py -m charlm finetune "$corpora/seuss.txt" --model weights/alice \
-    --lr 1e-3 --epochs 40 --patience 4 --max-minutes 15 --out weights/seuss
+    --lr 1e-3 --epochs 40 --patience 4 --max-minutes 12 --out weights/seuss
 
 # 6. weights/README.md: figures from the cards and fresh samples, next to the replaced
 #    models' (weights/previous.json, written once with --previous-from runs/previous).
