@@ -2,8 +2,8 @@
 
     python bench/bench_startup.py [--baseline REV] [--users 30] [--repeats 3]
 
-The TensorFlow path is the code at `--baseline` (default: the merge base with `main`,
-the last commit that loaded models through Keras), unpacked with `git archive` into a
+The TensorFlow path is the code at `--baseline` (default: 48ca147, the last commit that
+loaded models through Keras), unpacked with `git archive` into a
 temporary folder and run with the same Python, weights and Discord double. For each
 tree it measures:
 
@@ -200,15 +200,17 @@ def package_mib(requirements: Path) -> float:
     return total / 2**20
 
 
+TENSORFLOW_PATH = "48ca147c2832fa5b5e8d8c96a0c1d2c742204070"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--baseline", default=None, help="the TensorFlow path's commit (default: merge base with main)")
+    ap.add_argument("--baseline", default=TENSORFLOW_PATH, help="the TensorFlow path's commit (default: %(default)s, the last that loaded models through Keras)")
     ap.add_argument("--users", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bursts", type=int, default=3, help="measured bursts of --users commands, after a first one")
     a = ap.parse_args()
-    baseline = a.baseline or subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True,
-                                            text=True, check=True).stdout.strip()
+    baseline = a.baseline
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         (Path(tmp) / "baseline").mkdir()
         trees = {"tensorflow path": unpack(baseline, Path(tmp) / "baseline"), "numpy path": ROOT}

@@ -219,7 +219,9 @@ def test_a_bot_without_tensorflow_refuses_to_fine_tune_in_one_line(tmp_path, tin
     """An install from requirements-serve.txt (the serving-only image) cannot train."""
     from tests.test_finetune import jobs, rhymes, run, said, write_config
 
-    monkeypatch.setattr("bot.finetune.cog.can_train", lambda: False)
+    import bot.finetune.cog as finetune_cog  # imported here: the attribute path needs the module loaded
+
+    monkeypatch.setattr(finetune_cog, "can_train", lambda: False)
     config = write_config(tmp_path, tiny_model)
 
     async def scenario(double, bot) -> None:
