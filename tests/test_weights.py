@@ -11,8 +11,8 @@ from tests.conftest import WEIGHTS
 
 SHIPPED = {"alice": "alice.txt", "seuss": "seuss.txt"}
 # Held-out bits per char the shipped models must keep: the targets (shipped:
-# alice 1.743, seuss 2.258).
-TARGET_BPC = {"alice": 1.90, "seuss": 2.30}
+# alice 1.499, seuss 2.083, both from the storybook base; before it 1.743 and 2.258).
+TARGET_BPC = {"alice": 1.65, "seuss": 2.15}
 
 
 def shipped(name: str):
@@ -31,13 +31,13 @@ def test_folder_loads_and_matches_its_card(name):
     assert card["parameters"] == saved.model.count_params()
     assert card["heldout"]["bits_per_char"] <= TARGET_BPC[name]
     assert card["corpus"]["name"] == SHIPPED[name] and card["corpus"]["lowercase"] is True
-    assert 0.0 <= card["recitation"]["verbatim_40char_share"] <= 1.0
+    assert 0.0 <= card["recitation"]["verbatim_40char_share"] < 0.01
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 25 * 1024 * 1024
 
 
-def test_seuss_was_fine_tuned_from_alice():
-    base = json.loads((shipped("seuss") / "card.json").read_text())["base"]
-    assert base["name"] == "alice"
+def test_seuss_was_fine_tuned_from_alice_and_alice_from_storybook():
+    assert json.loads((shipped("seuss") / "card.json").read_text())["base"]["name"] == "alice"
+    assert json.loads((shipped("alice") / "card.json").read_text())["base"]["name"] == "storybook"
 
 
 def test_storybook_is_the_children_library_base():
@@ -45,6 +45,7 @@ def test_storybook_is_the_children_library_base():
     card = saved.card
     assert len(saved.vocab) == 42 and card["corpus"]["name"] == "pretrain" and len(card["corpus"]["books"]) == 39
     assert card["heldout"]["bits_per_char"] < 1.8 and card["heldout"]["chars"] > 900_000
+    assert card["recitation"]["verbatim_40char_share"] < 0.01
     assert sum(f.stat().st_size for f in shipped("storybook").iterdir()) <= 25 * 1024 * 1024
 
 
