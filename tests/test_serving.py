@@ -235,3 +235,19 @@ def test_a_bot_without_tensorflow_refuses_to_fine_tune_in_one_line(tmp_path, tin
 
     run(config, scenario)
     assert jobs(config) == []
+
+
+def _pins(name: str) -> dict[str, str]:
+    lines = (ROOT / name).read_text("utf-8").splitlines()
+    pins = [line.split("==") for line in lines if line.strip() and not line.startswith(("#", "-r"))]
+    names = [p[0].split("[")[0].strip().lower() for p in pins]
+    assert len(names) == len(set(names)), f"{name} pins a package twice"
+    return dict(zip(names, (p[1].strip() for p in pins)))
+
+
+def test_every_install_pins_what_serving_needs_at_the_same_versions():
+    """The serving-only and GPU installs carry every runtime package but the training stack."""
+    full, serve, gpu = _pins("requirements.txt"), _pins("requirements-serve.txt"), _pins("requirements-gpu.txt")
+    training = {"tensorflow-cpu", "keras", "matplotlib"}
+    assert {k: v for k, v in full.items() if k not in training} == serve
+    assert {k: v for k, v in full.items() if k != "tensorflow-cpu"} == {k: v for k, v in gpu.items() if k != "tensorflow"}
