@@ -258,8 +258,7 @@ class FinetuneCog(commands.Cog):
             await tell(interaction, NO_TRAINING)
             return
         guild_id = interaction.guild_id
-        running = self.runner.running_for(guild_id)
-        active = running.job if running else await self.store.active(guild_id)
+        active = await self._active_job(guild_id)
         if active is not None:
             await tell(interaction, "This server already has a fine-tune job; wait for it or `/finetune cancel` "
                                     "it.\n" + await self._describe(active))
@@ -304,8 +303,7 @@ class FinetuneCog(commands.Cog):
             await tell(interaction, NOT_ADMIN)
             return
         guild_id = interaction.guild_id
-        running = self.runner.running_for(guild_id)
-        job = running.job if running else await self.store.active(guild_id)
+        job = await self._active_job(guild_id)
         if job is not None:
             await tell(interaction, await self._describe(job))
         elif guild_id in self.runner.preparing:
@@ -322,14 +320,19 @@ class FinetuneCog(commands.Cog):
             await tell(interaction, NOT_ADMIN)
             return
         guild_id = interaction.guild_id
-        if (self.runner.running_for(guild_id) is None and await self.store.active(guild_id) is None
-                and guild_id not in self.runner.preparing):
+        if await self._active_job(guild_id) is None and guild_id not in self.runner.preparing:
             await tell(interaction, "This server has no fine-tune job running or queued.")
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         job = await self.runner.cancel(guild_id)
         text = describe(job) if job else "The upload being checked will not be trained on."
         await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+    async def _active_job(self, guild_id: int) -> Job | None:
+        """The server's queued or running job: the runner's live copy when this process
+        runs it (fresher progress than its row), else the row."""
+        running = self.runner.running_for(guild_id)
+        return running.job if running else await self.store.active(guild_id)
 
     async def _describe(self, job: Job) -> str:
         return describe(job, await self.store.position(job) if job.state == "queued" else None)
@@ -366,8 +369,7 @@ class FinetuneCog(commands.Cog):
                 return
         if model is None:
             raise CharLMError("Say which model: `/models model:<name> serve:<version>`.")
-        running = self.runner.running_for(guild_id)
-        active = running.job if running else await self.store.active(guild_id)
+        active = await self._active_job(guild_id)
         if not everyone and active is not None and active.state == "running" and active.target == model.strip().lower():
             raise CharLMError(f"A fine-tune job is making a new version of {model}; wait for it or cancel it.")
         version = (await self.registry.model(guild_id, model, everyone)).version(label)
