@@ -189,6 +189,21 @@ def _option_value(kind: int, value: Any, resolved: dict[str, dict[str, Any]], gu
     return value
 
 
+def _every_interaction(world: World, kind: int, locale: str) -> dict[str, Any]:
+    """The fields an interaction carries wherever it is used, in a server or a DM."""
+    return {
+        "id": str(snowflake()),
+        "application_id": str(world.application_id),
+        "type": kind,
+        "token": "itok_" + secrets.token_urlsafe(24),
+        "version": 1,
+        "app_permissions": str(world.bot.permissions),
+        "locale": locale,
+        "entitlements": [],
+        "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
+    }
+
+
 def interaction_base(
     world: World,
     kind: int,
@@ -202,23 +217,15 @@ def interaction_base(
     channel = guild.channel(channel_id)
     perms = user.permissions if permissions is None else permissions
     return {
-        "id": str(snowflake()),
-        "application_id": str(world.application_id),
-        "type": kind,
-        "token": "itok_" + secrets.token_urlsafe(24),
-        "version": 1,
+        **_every_interaction(world, kind, locale),
         "guild_id": str(guild.id),
         "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
         "channel_id": str(channel.id),
         "channel": {**channel.payload(guild.id), "permissions": str(perms)},
         "member": world.user(user).member_payload(perms),
-        "app_permissions": str(world.bot.permissions),
-        "locale": locale,
         "guild_locale": "en-US",
-        "entitlements": [],
         "authorizing_integration_owners": {"0": str(guild.id)},
         "context": 0,
-        "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
     }
 
 
@@ -226,20 +233,12 @@ def dm_interaction_base(world: World, kind: int, user: UserSpec, locale: str) ->
     """Fields of an interaction in a DM with the bot: no guild, `user` instead of `member`,
     context 1 (BOT_DM), and "0" as the guild-install owner."""
     return {
-        "id": str(snowflake()),
-        "application_id": str(world.application_id),
-        "type": kind,
-        "token": "itok_" + secrets.token_urlsafe(24),
-        "version": 1,
+        **_every_interaction(world, kind, locale),
         "channel": world.dm_channel(user),
         "channel_id": world.dm_channel(user)["id"],
         "user": user.payload(),
-        "app_permissions": str(world.bot.permissions),
-        "locale": locale,
-        "entitlements": [],
         "authorizing_integration_owners": {"0": "0"},
         "context": 1,
-        "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
     }
 
 
