@@ -1,4 +1,4 @@
-"""`python -m charlm train | finetune | generate | eval`. Errors are one line, exit code 1."""
+"""`python -m charlm train | finetune | generate | eval | pad`. Errors are one line, exit code 1."""
 
 from __future__ import annotations
 
@@ -88,22 +88,28 @@ def cmd_generate(a: argparse.Namespace) -> None:
     print(window.prompt_text + text)
 
 
+def _scorer(folder: Path):
+    """(opened folder, model to score with): Keras on the GPU, else charlm's numpy step,
+    so no TensorFlow is imported in this process."""
+    from charlm.generate import gpu_available
+
+    if gpu_available():
+        from charlm.storage import load_model_folder
+
+        saved = load_model_folder(folder)
+        return saved, saved.model
+    from charlm.numpy_lstm import NumpyLSTM
+    from charlm.storage import read_model_folder
+
+    saved = read_model_folder(folder)
+    return saved, NumpyLSTM(saved.weights)
+
+
 def cmd_eval(a: argparse.Namespace) -> None:
     from charlm.corpus import load_corpus
     from charlm.evaluate import evaluate
-    from charlm.generate import gpu_available
 
-    if gpu_available():  # Keras on the GPU
-        from charlm.storage import load_model_folder
-
-        saved = load_model_folder(a.model)
-        scorer = saved.model
-    else:  # charlm's numpy step: no TensorFlow in this process
-        from charlm.numpy_lstm import NumpyLSTM
-        from charlm.storage import read_model_folder
-
-        saved = read_model_folder(a.model)
-        scorer = NumpyLSTM(saved.weights)
+    saved, scorer = _scorer(a.model)
     corpus = load_corpus(a.corpus, saved.vocab.lowercase, a.holdout)
     text = corpus.split(a.holdout)[1] if a.heldout_only else corpus.text
     if a.max_chars:
@@ -115,6 +121,22 @@ def cmd_eval(a: argparse.Namespace) -> None:
     print(json.dumps({"model": str(a.model), "corpus": corpus.name, "chars": result.chars,
                       "bits_per_char": round(result.bits_per_char, 4),
                       "nats_per_char": round(result.nats_per_char, 4)}))
+
+
+def cmd_pad(a: argparse.Namespace) -> None:
+    from charlm.corpus import load_corpus
+    from charlm.padding import choose_pad
+    from charlm.storage import set_padding
+
+    saved, scorer = _scorer(a.model)
+    corpus = load_corpus(a.corpus, saved.vocab.lowercase, a.holdout)
+    choice = choose_pad(scorer, saved.vocab, saved.vocab.encode(corpus.split(a.holdout)[1]).ids)
+    if not choice.openings:
+        raise CharLMError(f"{corpus.name}'s held-out part has too few paragraphs to measure a pad on")
+    if a.write:
+        set_padding(a.model, saved.vocab.with_pad(choice.char), choice.to_json())
+    print(json.dumps({"model": str(a.model), "corpus": corpus.name, "was": saved.vocab.pad, **choice.to_json(),
+                      "written": bool(a.write)}, ensure_ascii=False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("generate", help="continue a prompt")
-    p.add_argument("prompt", nargs="?", default="", help="text to continue (cut to its last 100 characters, or left-padded with spaces)")
+    p.add_argument("prompt", nargs="?", default="", help="text to continue (cut to its last 100 characters, or left-padded with the model's pad)")
     p.add_argument("--model", required=True, type=Path, help="model folder, e.g. weights/alice")
     p.add_argument("--length", type=int, default=400, help="characters to generate (default 400, as in the recipe)")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 means the recipe's argmax (default 0.8)")
@@ -154,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=0.1, help="held-out fraction for --heldout-only (default 0.1)")
     p.add_argument("--max-chars", type=int, default=0, help="score at most this many characters (0: all)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("pad", help="measure which character a model's short prompts are best padded with")
+    p.add_argument("corpus", type=Path, help="the model's corpus: its held-out paragraph openings are scored")
+    p.add_argument("--model", required=True, type=Path, help="model folder")
+    p.add_argument("--holdout", type=float, default=0.1, help="held-out fraction, as in training (default 0.1)")
+    p.add_argument("--write", action="store_true", help="save the winner in the folder's vocab.json and card")
+    p.set_defaults(func=cmd_pad)
     return parser
 
 

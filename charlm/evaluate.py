@@ -52,17 +52,20 @@ def evaluate(model: "keras.Model | NumpyLSTM", ids: np.ndarray, context: np.ndar
     x = np.zeros((len(rows), width), dtype=np.int32)
     for i, r in enumerate(rows):
         x[i, : len(r)] = r
-    if hasattr(model, "sequence_logits"):
-        logits = np.asarray(model.sequence_logits(x), dtype=np.float64)
-    else:
-        logits = np.asarray(model.predict(x, batch_size=len(rows), verbose=0), dtype=np.float64)
-    log_probs = log_softmax(logits)
+    log_probs = log_softmax(sequence_logits(model, x))
     total = 0.0
     for i, r in enumerate(rows):
         # logits at position t predict r[t + 1]; score targets r[starts[i]:]
         t = np.arange(starts[i] - 1, len(r) - 1)
         total -= log_probs[i, t, r[t + 1]].sum()
     return Evaluation(total / n_scored, n_scored)
+
+
+def sequence_logits(model: "keras.Model | NumpyLSTM", x: np.ndarray) -> np.ndarray:
+    """Logits after every position of windows `x` (batch, time), from either kind of model."""
+    if hasattr(model, "sequence_logits"):
+        return np.asarray(model.sequence_logits(x), dtype=np.float64)
+    return np.asarray(model.predict(x, batch_size=len(x), verbose=0), dtype=np.float64)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

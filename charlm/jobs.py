@@ -19,6 +19,7 @@ from charlm.corpus import Corpus, load_corpus
 from charlm.errors import CharLMError
 from charlm.evaluate import Evaluation, evaluate
 from charlm.model import ModelSpec, preset as get_preset, with_dropout
+from charlm.padding import PadChoice, choose_pad
 from charlm.storage import SavedModel, load_model_folder, save_model_folder
 from charlm.train import CancelSignal, TrainConfig, TrainProgress, TrainResult, compile_model, train
 from charlm.vocab import Vocabulary
@@ -63,7 +64,7 @@ def heldout_eval(model: keras.Model, train_ids: np.ndarray, val_ids: np.ndarray)
 
 def _card(name: str, spec: ModelSpec, preset_name: str, model: keras.Model, vocab: Vocabulary,
           corpus: Corpus, holdout: float, dropped: int, config: TrainConfig, result: TrainResult,
-          heldout: Evaluation, seconds: float, base: dict | None,
+          heldout: Evaluation, seconds: float, base: dict | None, padding: PadChoice,
           train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
     best = result.best
     return {
@@ -98,6 +99,7 @@ def _card(name: str, spec: ModelSpec, preset_name: str, model: keras.Model, voca
             "nats_per_char": round(heldout.nats_per_char, 4),
             "chars": heldout.chars,
         },
+        "padding": padding.to_json(),
         "recitation": recitation(model, vocab, train_ids, val_ids),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -121,8 +123,10 @@ def train_new(corpus_path: str | Path, out: str | Path, preset_name: str = "defa
     result = train(train_ids, val_ids, vocab, spec, config, checkpoint_dir=checkpoint_dir,
                    resume_from=resume_from, on_progress=on_progress, cancel=cancel)
     heldout = heldout_eval(result.model, train_ids, val_ids)
+    padding = choose_pad(result.model, vocab, val_ids)
+    vocab = vocab.with_pad(padding.char)
     card = _card(Path(out).name, spec, preset_name, result.model, vocab, corpus, holdout, dropped,
-                 config, result, heldout, time.monotonic() - start, None, train_ids, val_ids)
+                 config, result, heldout, time.monotonic() - start, None, padding, train_ids, val_ids)
     folder = save_model_folder(result.model, vocab, card, out)
     return JobOutcome(folder, card, result, heldout)
 
@@ -158,6 +162,8 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     result = train(train_ids, val_ids, saved.vocab, spec, config, model=model,
                    checkpoint_dir=checkpoint_dir, on_progress=on_progress, cancel=cancel)
     heldout = heldout_eval(result.model, train_ids, val_ids)
+    padding = choose_pad(result.model, saved.vocab, val_ids)
+    vocab = saved.vocab.with_pad(padding.char)
     base_info = {
         "name": saved.card.get("name", saved.path.name),
         "path": str(saved.path),
@@ -165,8 +171,8 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
         "heldout_on_this_corpus": {"bits_per_char": round(base_heldout.bits_per_char, 4),
                                    "nats_per_char": round(base_heldout.nats_per_char, 4)},
     }
-    card = _card(Path(out).name, spec, saved.card.get("preset", "custom"), result.model, saved.vocab,
+    card = _card(Path(out).name, spec, saved.card.get("preset", "custom"), result.model, vocab,
                  corpus, holdout, dropped, config, result, heldout, time.monotonic() - start, base_info,
-                 train_ids, val_ids)
-    folder = save_model_folder(result.model, saved.vocab, card, out)
+                 padding, train_ids, val_ids)
+    folder = save_model_folder(result.model, vocab, card, out)
     return JobOutcome(folder, card, result, heldout, base_heldout)

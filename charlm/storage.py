@@ -70,6 +70,22 @@ def save_model_folder(model: "keras.Model", vocab: Vocabulary, card: dict, folde
     return folder
 
 
+def set_padding(folder: str | Path, vocab: Vocabulary, padding: dict) -> None:
+    """Record a new pad in a saved folder: vocab.json (what serving reads) and the card's
+    "padding" entry (how it was measured), each file replaced atomically."""
+    folder = Path(folder)
+    card = read_card(folder)
+    card["padding"] = padding
+    _replace(folder / CARD_FILE, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    _replace(folder / VOCAB_FILE, vocab.to_text())
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, "utf-8")
+    tmp.replace(path)
+
+
 def read_card(folder: str | Path) -> dict:
     path = Path(folder) / CARD_FILE
     try:

@@ -14,9 +14,8 @@ from charlm.corpus import normalise
 from charlm.errors import CharLMError
 
 PAD_CHAR = " "
-"""Left padding for short prompts. A space is the most common character in every corpus
-we train on and carries no content, so a padded window reads to the model like the gap
-between two sentences rather than like invented text."""
+"""Left padding for short prompts in folders that do not name their own (`vocab.json`'s
+"pad", chosen by measurement when a model is trained: charlm.padding)."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +49,21 @@ class PromptWindow:
 class Vocabulary:
     """Sorted characters of a training text; id i is the i-th character."""
 
-    def __init__(self, chars: list[str] | str, lowercase: bool = True) -> None:
+    def __init__(self, chars: list[str] | str, lowercase: bool = True, pad: str = PAD_CHAR) -> None:
         chars = list(chars)
         if len(chars) < 2 or len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise CharLMError("a vocabulary needs at least 2 distinct single characters")
         self.chars: list[str] = chars
         self.lowercase = lowercase
         self.index: dict[str, int] = {c: i for i, c in enumerate(chars)}
+        if pad != PAD_CHAR and pad not in self.index:
+            raise CharLMError(f"the padding character {pad!r} is not one of the vocabulary's characters")
+        self.pad = pad  # the character short prompts are left-padded with
+        self.pad_id = self.index.get(pad, self.index.get(PAD_CHAR, 0))
+
+    def with_pad(self, pad: str) -> "Vocabulary":
+        """The same characters, padding short prompts with `pad` (one of them)."""
+        return Vocabulary(self.chars, self.lowercase, pad)
 
     @classmethod
     def from_text(cls, text: str, lowercase: bool = True) -> "Vocabulary":
@@ -89,20 +96,22 @@ class Vocabulary:
         ids = encoded.ids[-size:]
         cut = len(encoded.ids) - len(ids)
         padded = size - len(ids)
-        pad_id = self.index.get(PAD_CHAR, 0)
-        ids = np.concatenate([np.full(padded, pad_id, dtype=np.int32), ids])
+        ids = np.concatenate([np.full(padded, self.pad_id, dtype=np.int32), ids])
         return PromptWindow(ids, self.decode(ids), padded, cut, encoded.dropped)
 
     def to_json(self) -> dict:
-        return {"chars": self.chars, "lowercase": self.lowercase}
+        return {"chars": self.chars, "lowercase": self.lowercase, "pad": self.pad}
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), ensure_ascii=False, indent=1), "utf-8")
+        path.write_text(self.to_text(), "utf-8")
+
+    def to_text(self) -> str:
+        return json.dumps(self.to_json(), ensure_ascii=False, indent=1)
 
     @classmethod
     def load(cls, path: Path) -> "Vocabulary":
         try:
             data = json.loads(path.read_text("utf-8"))
-            return cls(data["chars"], bool(data.get("lowercase", True)))
+            return cls(data["chars"], bool(data.get("lowercase", True)), str(data.get("pad", PAD_CHAR)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CharLMError(f"{path} is not a valid vocabulary file ({exc.__class__.__name__})") from None

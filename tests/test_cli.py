@@ -21,7 +21,7 @@ def test_every_subcommand_explains_its_flags(capsys):
     for command, flags in {"train": ["--preset", "--max-minutes", "--resume", "--charset-from"],
                            "finetune": ["--model", "--holdout"],
                            "generate": ["--temperature", "--top-k", "--top-p", "--seed", "--length"],
-                           "eval": ["--heldout-only"]}.items():
+                           "eval": ["--heldout-only"], "pad": ["--write", "--holdout"]}.items():
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         text = capsys.readouterr().out

@@ -46,3 +46,26 @@ def test_save_load(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(CharLMError, match="not a valid vocabulary"):
         Vocabulary.load(tmp_path / "bad.json")
+
+
+def test_a_vocabulary_pads_with_its_own_pad_and_keeps_it_on_disk(tmp_path):
+    newline = VOCAB.with_pad("\n")
+    window = newline.window("hello")
+    assert window.text == "\n" * (WINDOW - 5) + "hello" and window.prompt_text == "hello"
+    newline.save(tmp_path / "vocab.json")
+    loaded = Vocabulary.load(tmp_path / "vocab.json")
+    assert loaded.pad == "\n" and loaded.window("").text == "\n" * WINDOW
+
+
+def test_a_vocab_file_without_a_pad_pads_with_a_space(tmp_path):
+    """Folders written before the pad was measured keep padding as they did."""
+    (tmp_path / "vocab.json").write_text('{"chars": ["\\n", " ", "a", "b"], "lowercase": true}', "utf-8")
+    assert Vocabulary.load(tmp_path / "vocab.json").window("ab", size=4).text == "  ab"
+
+
+def test_a_pad_outside_the_vocabulary_is_refused(tmp_path):
+    with pytest.raises(CharLMError, match="padding character '#' is not one of"):
+        VOCAB.with_pad("#")
+    (tmp_path / "vocab.json").write_text('{"chars": ["a", "b"], "pad": "#"}', "utf-8")
+    with pytest.raises(CharLMError, match="padding character"):
+        Vocabulary.load(tmp_path / "vocab.json")

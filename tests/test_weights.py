@@ -57,3 +57,25 @@ def test_eval_on_a_slice_of_the_heldout_text(name, corpora):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert 1900 <= result["chars"] <= 1999 and 0.5 < result["bits_per_char"] < 4.0
+
+
+@pytest.mark.parametrize("name", [*SHIPPED, "storybook"])
+def test_short_prompts_are_padded_with_the_measured_pad_and_not_answered_with_space_runs(name):
+    """Padded with spaces, the storybook-based alice answered half of such prompts with long
+    runs of spaces (indented verse) at temperature 0; each model pads with the character its
+    card measured best, and no argmax continuation of a short prompt is such a run."""
+    import re
+
+    from charlm.engine import Engine
+    from charlm.sampling import Sampling
+
+    folder = shipped(name)
+    padding = json.loads((folder / "card.json").read_text("utf-8"))["padding"]
+    assert padding["char"] == min(padding["bits_per_char"], key=padding["bits_per_char"].get)
+    prompts = ["the white rabbit", "alice", "once upon a time", "the queen said", "down the rabbit hole",
+               "the cat", "she went", "why is a raven like a writing-desk?", "the mock turtle", "and then"]
+    with Engine({name: folder}) as engine:
+        assert engine.current(name)[1].pad == padding["char"]
+        for prompt in prompts:
+            text = engine.submit(name, prompt, Sampling(temperature=0, length=300)).result().text
+            assert not re.search(" {12,}", text), (prompt, text)

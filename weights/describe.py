@@ -57,6 +57,19 @@ def record_previous(folder: Path) -> None:
     PREVIOUS.write_text(json.dumps(previous, indent=1) + "\n", "utf-8")
 
 
+PAD_NAMES = {" ": "space", "\n": "newline"}
+
+
+def pad_row(card: dict) -> str:
+    """The table row for the pad short prompts get, with what it was chosen on."""
+    padding = card.get("padding")
+    if not padding or not padding.get("openings"):
+        return "| short prompts padded with | space (not measured) |"
+    bits = ", ".join(f"{PAD_NAMES[c]} {b:.3f}" for c, b in padding["bits_per_char"].items())
+    return (f"| short prompts padded with | {PAD_NAMES[padding['char']]} (bits/char on {padding['openings']} held-out "
+            f"paragraph openings after a window of it: {bits}) |")
+
+
 def section(name: str, prompts: list[str]) -> str:
     card = json.loads((HERE / name / "card.json").read_text("utf-8"))
     t = card["training"]
@@ -72,6 +85,7 @@ def section(name: str, prompts: list[str]) -> str:
         + (f" (held-out {card['base']['heldout_on_this_corpus']['bits_per_char']:.3f} bits/char before fine-tuning)" if card.get("base") else "") + " |",
         f"| training | {t['epochs_run']} epochs, best {t['best_epoch']} ({t['stopped']}), {t['seconds'] / 60:.1f} min, lr {t['config']['learning_rate']} |",
         f"| train / validation loss (nats) | {card['train_loss']} / {card['val_loss']} |",
+        pad_row(card),
         f"| 40-char strings of output found verbatim in training text | {card['recitation']['verbatim_40char_share']:.1%} |",
         f"| corpus sha256 | `{card['corpus']['sha256']}` |",
         "",
@@ -113,6 +127,10 @@ def main() -> None:
         "models from the corpora with `weights/reproduce.sh` (the exact commands are in it).",
         "Bits per character are on the lowercased held-out text, each character conditioned on the",
         "text before it, like the compressors' conditional figures.",
+        "",
+        "A prompt shorter than 100 characters is left-padded with each model's measured pad",
+        "(charlm.padding); the previous models' samples were padded with spaces, which the new",
+        "ones read as indented verse.",
         "",
     ]
     body = [section(name, prompts) for name, prompts in MODELS.items() if (HERE / name / "card.json").is_file()]
