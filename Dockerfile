@@ -27,10 +27,11 @@ ENV PYTHONUNBUFFERED=1 \
     NUMBA_CACHE_DIR=/app/numba-cache
 
 # tini as PID 1: forwards `docker stop`'s SIGTERM to python and reaps the
-# fine-tuning child processes.
+# fine-tuning child processes. apt's package lists and caches (77 MB of *.bin on a
+# base without Docker's apt-clean hook) go in the same layer.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 
 # Unprivileged user with a fixed UID (handy for bind mounts: chown 10001).
 RUN groupadd --system --gid 10001 bot \
