@@ -16,6 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from charlm.errors import CharLMError
 
 log = logging.getLogger(__name__)
+# Alembic announces its plugins and migration context at INFO whenever it is asked for
+# the schema; `_upgrade` logs the one line that matters (from which schema to which).
+logging.getLogger("alembic").setLevel(logging.WARNING)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK = 0x636861726C6D  # "charlm": the PostgreSQL advisory lock held while migrating
 
