@@ -4,8 +4,8 @@ a text begins.
 A prompt shorter than the window is left-padded to it. Training never shows the model
 padding, so it reads the pad as text, and what it makes of it depends on the model: to
 the alice fine-tuned from the storybook base, a run of spaces is indented verse, and it
-continued 22 of 40 short prompts with long runs of spaces at temperature 0.8; after a
-run of newlines it began a paragraph (0 of 40). So the pad is measured per model, when
+continues 16 of 40 short prompts with long runs of spaces at temperature 0.8; after a
+run of newlines it begins a paragraph (0 of 40). So the pad is measured per model, when
 it is trained: bits per character of held-out paragraph openings, each read after a
 window of nothing but the candidate pad. The winner is saved as vocab.json's "pad".
 """
