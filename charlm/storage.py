@@ -57,7 +57,7 @@ def save_model_folder(model: "keras.Model", vocab: Vocabulary, card: dict, folde
     try:
         inference_copy(model).save(tmp / MODEL_FILE)
         vocab.save(tmp / VOCAB_FILE)
-        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        (tmp / CARD_FILE).write_text(card_text(card), "utf-8")
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -76,8 +76,13 @@ def set_padding(folder: str | Path, vocab: Vocabulary, padding: dict) -> None:
     folder = Path(folder)
     card = read_card(folder)
     card["padding"] = padding
-    _replace(folder / CARD_FILE, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    _replace(folder / CARD_FILE, card_text(card))
     _replace(folder / VOCAB_FILE, vocab.to_text())
+
+
+def card_text(card: dict) -> str:
+    """card.json as charlm writes it (indented, UTF-8 kept readable)."""
+    return json.dumps(card, indent=2, ensure_ascii=False) + "\n"
 
 
 def _replace(path: Path, text: str) -> None:
