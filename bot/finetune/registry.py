@@ -147,14 +147,18 @@ class Registry:
     async def _resolve(self, name: str, choice: int | None) -> Version | None:
         return await self.shipped(name) if choice is None else await self.by_id(choice)
 
-    async def served(self, guild_id: int | None, name: str) -> Version | None:
-        """The version that answers `name` in a server (or a DM); None: nothing there."""
-        scope = scope_of(guild_id)
-        choices = await self._choices(name, [scope, OWNERS])
+    async def _pick(self, name: str, choices: dict[int, int | None], scope: int) -> Version | None:
+        """What `scope` gets from the serving rows `choices`: its own choice, else the
+        owners' default (scope 0), else the shipped v0."""
         for s in (scope, OWNERS):
             if s in choices:
                 return await self._resolve(name, choices[s])
         return await self.shipped(name)
+
+    async def served(self, guild_id: int | None, name: str) -> Version | None:
+        """The version that answers `name` in a server (or a DM); None: nothing there."""
+        scope = scope_of(guild_id)
+        return await self._pick(name, await self._choices(name, [scope, OWNERS]), scope)
 
     async def names(self, guild_id: int | None) -> list[str]:
         """Every name a server can see: shipped, its own, and those served to it."""
@@ -171,13 +175,9 @@ class Registry:
         name = name.strip().lower()
         scope = scope_of(guild_id)
         choices = await self._choices(name, [scope, OWNERS])
-        default = await self._resolve(name, choices[OWNERS]) if OWNERS in choices else await self.shipped(name)
-        if everything:
-            served = default
-        elif scope in choices:
-            served = await self._resolve(name, choices[scope])
-        else:
-            served = default
+        default = await self._pick(name, choices, OWNERS)
+        own = not everything and scope in choices  # else it gets the default
+        served = await self._resolve(name, choices[scope]) if own else default
         query = sa.select(versions).where(versions.c.name == name)
         if not everything:
             shown = [i for i in (choices.get(scope), choices.get(OWNERS)) if i is not None]
