@@ -131,17 +131,16 @@ class JobStore:
         left = sa.select(departures.c.guild_id)
         pick = (sa.select(jobs.c.id).where(jobs.c.state == "queued", jobs.c.guild_id.not_in(left))
                 .order_by(jobs.c.id).limit(1).with_for_update(skip_locked=True))
+        now = time.time()
         async with self.db.begin() as conn:
             job_id = (await conn.execute(pick)).scalar()
             if job_id is None:
                 return None
-            claimed = await conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.state == "queued")
-                                         .values(state="running", started_at=time.time(), worker=worker,
-                                                 heartbeat_at=time.time() if worker else None))
-            if claimed.rowcount != 1:
-                return None
-            row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).one()
-        return _job(row)
+            row = (await conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.state == "queued")
+                                      .values(state="running", started_at=now, worker=worker,
+                                              heartbeat_at=now if worker else None)
+                                      .returning(*jobs.c))).first()
+        return None if row is None else _job(row)
 
     async def heartbeat(self, job: Job, worker: str) -> bool | None:
         """The worker is alive: refresh the job's heartbeat. Returns whether a cancel was
