@@ -7,7 +7,8 @@ upload the check accepts is one the job can train on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,12 +28,14 @@ class SplitIds:
     train: np.ndarray
     heldout: np.ndarray
     dropped: int  # characters the vocabulary does not know, in both parts
+    unknown: Counter[str] = field(default_factory=Counter)  # which ones, and how often
 
 
 def split_encode(corpus: Corpus, vocab: Vocabulary, holdout: float = DEFAULT_HOLDOUT) -> SplitIds:
     train_text, heldout_text = corpus.split(holdout)
     train, heldout = vocab.encode(train_text), vocab.encode(heldout_text)
-    return SplitIds(train.ids, heldout.ids, train.dropped_count + heldout.dropped_count)
+    return SplitIds(train.ids, heldout.ids, train.dropped_count + heldout.dropped_count,
+                    train.dropped + heldout.dropped)
 
 
 def check_trainable(name: str, ids: SplitIds, seq_len: int = WINDOW) -> None:

@@ -100,7 +100,8 @@ async def open_database(url: str) -> AsyncEngine:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed)
+        # PostgreSQL: a connection from before a server restart is tested before use, not failed on
+        engine = create_async_engine(parsed, pool_pre_ping=parsed.get_backend_name() == "postgresql")
     except (sa.exc.ArgumentError, OSError, ImportError) as exc:
         raise DatabaseError(f"cannot open the database {shown(url)}: {exc}") from None
     if engine.dialect.name == "sqlite":
