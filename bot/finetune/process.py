@@ -67,10 +67,12 @@ class TrainingProcess:
         self._stderr_task = asyncio.create_task(self._drain_stderr(), name=f"finetune-stderr-{proc.pid}")
 
     @classmethod
-    async def start(cls, spec: dict[str, Any]) -> "TrainingProcess":
+    async def start(cls, spec: dict[str, Any], module: str = "bot.finetune.worker") -> "TrainingProcess":
+        """Start `python -m <module> '<spec json>'` (tests start other modules that speak the
+        same lines)."""
         env = child_environment(os.environ)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.finetune.worker", json.dumps(spec),
+            sys.executable, "-m", module, json.dumps(spec),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env=env, limit=1 << 20)
         return cls(proc)

@@ -52,6 +52,8 @@ CheckVersion = Callable[[Version], Awaitable[None]]
 """Loads a new version once before it is recorded (the bot: into its engine; a trainer: a
 throwaway numpy engine), so a folder that cannot be served never becomes a version."""
 Plot = Callable[[list[dict[str, Any]], str], bytes]
+StartProcess = Callable[[dict[str, Any]], Awaitable[TrainingProcess]]
+"""Starts the training child for a job's spec (TrainingProcess.start)."""
 DATABASE_AWAY = (sa.exc.DBAPIError, OSError, ConnectionError, asyncio.TimeoutError)
 """What a write raises while the database restarts (after away() says so): the trainer
 waits and tries again."""
@@ -120,13 +122,14 @@ class Trainer:
 
     def __init__(self, store: JobStore, registry: Registry, settings: FinetuneConfig, worker: str,
                  check_version: CheckVersion, *, plot: Plot = draw_plot, poll: float = 1.0,
-                 reaps: bool = True) -> None:
+                 reaps: bool = True, start_process: StartProcess = TrainingProcess.start) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
         self.worker = worker  # "host:pid"
         self.check_version = check_version
         self.plot = plot
+        self.start_process = start_process
         self.poll = poll
         self.reaps = reaps  # PostgreSQL: fail other trainers' silent jobs (with SQLite there are none)
         self.held: dict[int, Held] = {}
@@ -256,7 +259,7 @@ class Trainer:
         await asyncio.to_thread(remove, staging)
         spec = {"corpus": str(upload), "base": str(base.folder), "out": str(staging), "config": asdict(config),
                 "nice": self.settings.nice}
-        return await TrainingProcess.start(spec)
+        return await self.start_process(spec)
 
     async def _train(self, held: Held) -> Finished:
         """Wait for the child; at max_minutes it is stopped."""
