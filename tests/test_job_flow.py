@@ -198,9 +198,9 @@ def test_faults_inside_load_serve_plot_and_prune(world) -> None:
             assert await w.version_rows() == [(10, "alice", 3), (10, "alice", 4)]
             await w.consistent()
 
-            FaultyRegistry.fail = set()  # the next job prunes: v4 goes (keep_versions = 1), served v3 stays
+            FaultyRegistry.fail = set()  # the next job is served, and prunes v3 and v4 (keep_versions = 1)
             job = await w.run(w.trainer(), await w.submit(10))
-            assert job.state == "succeeded" and await w.version_rows() == [(10, "alice", 3), (10, "alice", 5)]
+            assert job.state == "succeeded" and await w.version_rows() == [(10, "alice", 5)]
             assert await w.serving_rows() == [(10, "alice", 5)]
             await w.consistent()
         finally:

@@ -91,6 +91,10 @@ def _job(row: sa.Row) -> Job:
     return Job(**values)
 
 
+class Raced(Exception):
+    """A claim found its job taken by another trainer meanwhile (the claim tries the next)."""
+
+
 class Lost(CharLMError):
     """The job is no longer this trainer's: someone else decided its outcome."""
 
@@ -175,7 +179,7 @@ class JobStore:
         for _ in range(CLAIM_TRIES):
             try:
                 return await self._claim(worker)
-            except sa.exc.IntegrityError:  # another trainer took that number a moment ago: the next one
+            except (sa.exc.IntegrityError, Raced):  # another trainer took that number (or job) a moment ago
                 continue
         return None
 
@@ -196,7 +200,9 @@ class JobStore:
                 .values(state="training", started_at=now, worker=worker, heartbeat_at=now, target_number=top + 1,
                         cancel_requested=False)
                 .returning(*jobs.c))).first()
-        return None if row is None else _job(row)
+        if row is None:  # SQLite has no SKIP LOCKED: another trainer claimed it between our two statements
+            raise Raced()
+        return _job(row)
 
     async def beat(self, job: Job, worker: str, **values: Any) -> bool | None:
         """The trainer is alive: refresh the heartbeat (and write `values`, e.g. progress).

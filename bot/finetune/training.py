@@ -103,6 +103,10 @@ def rename_into_place(staging: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+class Undecided(Exception):
+    """Shutting down while the database is away: whether the commit landed is unknown."""
+
+
 @dataclass
 class Held:
     """A job this trainer holds, and what its heartbeat task found out."""
@@ -206,6 +210,8 @@ class Trainer:
         job = held.job
         try:
             await self._run(held)
+        except Undecided as exc:
+            log.warning("%s; the next start or another trainer ends it", exc)
         except Exception:
             log.exception("fine-tune job %s hit an unexpected error", job.id)
             await self._end(held, "failed", "the trainer hit an unexpected error (its log has the details)")
@@ -359,19 +365,16 @@ class Trainer:
                 log.exception("fine-tune job %s: the new model could not be loaded", job.id)
                 raise CharLMError(f"the new model could not be loaded ({exc.__class__.__name__})") from None
             served = bool(job.settings.get("force")) or better
-            committed = None  # from here a lost connection leaves it unknown until asked
             await self._commit(job, final, card, plot, served)
             committed = True
+        except Undecided:
+            committed = None  # leave the folder: whoever ends the job removes it if no row names it
+            raise
         except Lost:
             held.lost = True
-            committed = False
         except CharLMError as exc:
-            committed = False
             await self._end(held, "failed", str(exc))
-        except Exception as exc:
-            if committed is None:
-                raise  # unknown: leave the folder; whoever ends the job removes it if no row names it
-            committed = False
+        except Exception as exc:  # the transaction rolled back: nothing was recorded
             log.exception("fine-tune job %s could not be published", job.id)
             await self._end(held, "failed", f"publishing the new model failed ({exc.__class__.__name__})")
         finally:
@@ -419,8 +422,8 @@ class Trainer:
                 except Exception as again:
                     if not away(again):
                         raise
-                if self.closing and self.store.db.dialect.name == "sqlite":
-                    raise  # the next start interrupts the job and removes the folder
+                if self.closing:  # the next start (SQLite) or a reaper (PostgreSQL) decides
+                    raise Undecided(f"job {job.id} could not be recorded before shutdown") from exc
 
     async def _prune(self, job: Job) -> None:
         """Keep at most keep_versions of the server's model; bases of active jobs stay. A
