@@ -292,7 +292,7 @@ class DatabaseOutage:
         if self.thread is not None:
             return
         if self.postgres is not None:
-            await asyncio.to_thread(self.postgres.stop)
+            await asyncio.to_thread(self.postgres.halt)
             self.thread = threading.Thread(target=self._restart)
         else:
             held = sqlite3.connect(self.url.partition(":///")[2], check_same_thread=False)
@@ -302,7 +302,7 @@ class DatabaseOutage:
 
     def _restart(self) -> None:
         time.sleep(self.seconds)
-        self.postgres.start()
+        self.postgres.resume()
 
     def _unlock(self, held: sqlite3.Connection) -> None:
         time.sleep(self.seconds)
