@@ -452,3 +452,79 @@ def test_the_training_process_gets_no_secrets() -> None:
               "OMP_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": "0", "AWS_SECRET_ACCESS_KEY": "x"}
     env = child_environment(parent)
     assert set(env) == {"PATH", "HOME", "LANG", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTHONPATH"}
+
+
+SERVE_PYTHON = Path(os.environ.get("CHARLM_SERVE_PYTHON") or ROOT.parent / "serve-venv" / "bin" / "python")
+"""A venv with requirements-serve.txt only (CI builds one and names it in CHARLM_SERVE_PYTHON)."""
+
+
+def serve_python() -> Path:
+    if not SERVE_PYTHON.is_file():
+        if os.environ.get("CHARLM_REQUIRE_SERVE"):
+            pytest.fail(f"no serving-only venv at {SERVE_PYTHON} (set CHARLM_SERVE_PYTHON)")
+        pytest.skip(f"no serving-only venv at {SERVE_PYTHON} (set CHARLM_SERVE_PYTHON)")
+    return SERVE_PYTHON
+
+
+def test_a_serving_only_bot_shows_a_finished_job_with_its_plot_without_training_modules(
+        tmp_path: Path, tiny_model: Path, postgres_url: str) -> None:
+    """The bot on requirements-serve.txt follows a job another process trains: its message
+    shows the outcome and the loss plot from the row, and the bot never imported
+    TensorFlow, Keras or matplotlib."""
+    from bot.finetune.plot import loss_plot
+    from tests.discord_double import running_double
+
+    python = serve_python()
+    report = tmp_path / "modules.json"
+
+    async def main() -> None:
+        db = await open_database(postgres_url)
+        store = JobStore(db)
+        async with running_double() as double:
+            config = tmp_path / "config.toml"
+            config.write_text("\n".join([
+                "[bot]", f'data_dir = "{tmp_path / "data"}"', "[models]", f'alice = "{tiny_model}"',
+                f'seuss = "{tiny_model}"', "[engine]", 'backend = "numpy"',
+                "[discord]", f'api_base = "{double.rest_base}"', f'gateway_url = "{double.gateway_url}"']) + "\n")
+            job = Job(user_id=930000000000000001, guild_id=910000000000000001, channel_id=920000000000000001,
+                      base="alice", base_version="v0", target="alice", corpus_name=UPLOAD, corpus_sha256="0" * 64,
+                      corpus_chars=9000, cleaning="9,000 chars in, 9,000 kept",
+                      settings={"epochs": 1, "batch_size": 8, "learning_rate": 0.001, "patience": 3, "force": False})
+            await store.add(job)
+            job = await store.claim("trainer-elsewhere:1")
+            log = open(tmp_path / "bot.log", "ab")
+            env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "DISCORD_TOKEN": "test-token",
+                   "CHARLM_DATABASE_URL": postgres_url}
+            process = await asyncio.create_subprocess_exec(str(python), "-m", "tests.jobflow.serving_bot", str(config),
+                                                           str(report), cwd=tmp_path, env=env, stdout=log, stderr=log)
+            try:
+                def messages() -> list:
+                    return [m for m in double.rest.messages.values() if m.kind == "channel"]
+
+                await double.notifier.wait_for(lambda: any("Fine-tune #1" in m.content for m in messages()), 120)
+                assert await store.beat(job, "trainer-elsewhere:1", progress={
+                    "epoch": 1, "epochs": 1, "step": 4, "steps": 4, "loss": 1.507, "val_loss": None,
+                    "eta_seconds": 0.0}) is False
+                await double.notifier.wait_for(lambda: any("step 4/4" in m.content for m in messages()), 30)
+                png = loss_plot([{"epoch": 1, "loss": 1.5, "val_loss": 1.6}], "alice v1 from alice v0")
+                assert await store.publishing(job, "trainer-elsewhere:1")
+                async with db.begin() as conn:
+                    await store.succeed(conn, job, "trainer-elsewhere:1", heldout_bpc=1.9, base_heldout_bpc=2.2,
+                                        served=True, plot=png)
+                assert await asyncio.wait_for(process.wait(), 120) == 0
+                [message] = messages()
+                assert "✅ now serving **alice v1** in this server" in message.content
+                assert [a.data for a in message.attachments] == [png]
+                double.assert_no_violations()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+                log.close()
+                await db.dispose()
+
+    try:
+        run(main())
+    finally:
+        print((tmp_path / "bot.log").read_text("utf-8", "replace")[-4000:])
+    assert json.loads(report.read_text()) == {"heavy": []}
