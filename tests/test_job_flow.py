@@ -41,6 +41,7 @@ from charlm.errors import CharLMError
 from charlm.storage import VOCAB_FILE
 from charlm.vocab import Vocabulary
 from tests.conftest import make_text
+from tests.jobflow import serve_python
 
 ROOT = Path(__file__).resolve().parents[1]
 UPLOAD = "rhymes.txt"
@@ -452,18 +453,6 @@ def test_the_training_process_gets_no_secrets() -> None:
               "OMP_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": "0", "AWS_SECRET_ACCESS_KEY": "x"}
     env = child_environment(parent)
     assert set(env) == {"PATH", "HOME", "LANG", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTHONPATH"}
-
-
-SERVE_PYTHON = Path(os.environ.get("CHARLM_SERVE_PYTHON") or ROOT.parent / "serve-venv" / "bin" / "python")
-"""A venv with requirements-serve.txt only (CI builds one and names it in CHARLM_SERVE_PYTHON)."""
-
-
-def serve_python() -> Path:
-    if not SERVE_PYTHON.is_file():
-        if os.environ.get("CHARLM_REQUIRE_SERVE"):
-            pytest.fail(f"no serving-only venv at {SERVE_PYTHON} (set CHARLM_SERVE_PYTHON)")
-        pytest.skip(f"no serving-only venv at {SERVE_PYTHON} (set CHARLM_SERVE_PYTHON)")
-    return SERVE_PYTHON
 
 
 def test_a_serving_only_bot_shows_a_finished_job_with_its_plot_without_training_modules(

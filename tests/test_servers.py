@@ -370,7 +370,7 @@ def test_a_data_folder_from_the_older_bot_migrates_on_first_start(tmp_path: Path
         assert "Fine-tune #2: alice v0 → rhymes v1" in status_b and "seussish" not in status_b
         assert "▶ v1: from base, trained on `seussish.txt`" in await ask(double, "models", {"model": "seuss"})
         cog = bot.get_cog("FinetuneCog")
-        assert await cog.registry.next_number("seuss") == 2
+        assert await cog.registry.registered("seuss", 1) and not await cog.registry.registered("seuss", 2)
         history = await ask(double, "history", user="bob", guild=A)
         assert history.startswith("Your last 6 requests:")  # 3 from before, 3 just now
 
