@@ -118,6 +118,8 @@ def train_new(corpus_path: str | Path, out: str | Path, preset_name: str = "defa
     start = time.monotonic()
     result = train(train_ids, val_ids, vocab, spec, config, checkpoint_dir=checkpoint_dir,
                    resume_from=resume_from, on_progress=on_progress, cancel=cancel)
+    if not result.history:
+        raise CharLMError(f"the time budget of {config.max_minutes:g} minutes ran out before the first training step")
     heldout = heldout_eval(result.model, train_ids, val_ids)
     padding = choose_pad(result.model, vocab, val_ids)
     vocab = vocab.with_pad(padding.char)

@@ -517,3 +517,17 @@ def test_a_serving_only_bot_shows_a_finished_job_with_its_plot_without_training_
     finally:
         print((tmp_path / "bot.log").read_text("utf-8", "replace")[-4000:])
     assert json.loads(report.read_text()) == {"heavy": []}
+
+
+def test_uploads_a_bot_was_writing_when_it_died_go_at_its_next_start(tmp_path: Path) -> None:
+    from bot.finetune.cleanup import INCOMING_MAX_AGE, clean_incoming
+
+    settings = FinetuneConfig(models_dir=tmp_path / "data" / "models")
+    old, fresh, queued = (settings.uploads_dir / name for name in (".incoming-old", ".incoming-new", "7"))
+    for folder in (old, fresh, queued):
+        folder.mkdir(parents=True)
+        (folder / UPLOAD).write_text("text")
+    then = time.time() - INCOMING_MAX_AGE - 60
+    os.utime(old, (then, then))
+    assert asyncio.run(clean_incoming(settings)) == 1
+    assert sorted(p.name for p in settings.uploads_dir.iterdir()) == [".incoming-new", "7"]
