@@ -239,6 +239,9 @@ class Trainer:
             return
         job.pid = held.process.pid
         beats = asyncio.create_task(self._beat(held), name=f"finetune-beat-{job.id}")
+        if self.closing:  # shutdown() began while the process started
+            held.stopping = "interrupted"
+            await held.process.stop(self.settings.cancel_grace)
         try:
             finished = await self._train(held)
             if held.lost:
@@ -289,17 +292,18 @@ class Trainer:
         last = 0.0
         while True:
             await asyncio.sleep(every)
-            values = {}
+            values: dict[str, Any] = {} if last else {"pid": job.pid}
             if held.progress is not held.written and job.state == "training":
                 values["progress"] = held.progress
-            if not values and time.monotonic() - last < self.settings.heartbeat_interval:
+            if "progress" not in values and last and time.monotonic() - last < self.settings.heartbeat_interval:
                 continue
             try:
                 cancel = await self.store.beat(job, self.worker, **values)
             except Exception as exc:  # the database is away: the next beat tries again
-                if not away(exc):
-                    raise
-                log.warning("heartbeat of fine-tune job %s failed (%s)", job.id, exc.__class__.__name__)
+                if away(exc):
+                    log.warning("heartbeat of fine-tune job %s failed (%s)", job.id, exc.__class__.__name__)
+                else:
+                    log.exception("heartbeat of fine-tune job %s failed", job.id)
                 continue
             last = time.monotonic()
             if "progress" in values:
