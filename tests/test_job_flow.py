@@ -17,12 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest

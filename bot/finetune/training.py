@@ -26,7 +26,6 @@ imported by the plot, on the first finished job.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import time
