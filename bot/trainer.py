@@ -2,11 +2,11 @@
 
 Bot processes on a PostgreSQL [database] url only queue fine-tune jobs; any number of these
 workers, on any machine that reaches the database and the shared data_dir volume (uploads
-and model folders), claim them (SELECT ... FOR UPDATE SKIP LOCKED), train each in a child
-process as the bot does with SQLite, and write progress and a heartbeat to the job's row.
-A cancel is read from the row; jobs of a worker that went silent are failed by whoever
-notices. Nothing here talks to Discord. SIGTERM/SIGINT stop it: running jobs are stopped,
-their partial folders removed, and they are marked interrupted.
+and model folders), run the same trainer loop as the bot does on SQLite
+(bot.finetune.training): claim, train in a child process, publish, with the job's row as
+the one source of truth. Jobs of a worker that went silent are failed by whoever notices.
+Nothing here talks to Discord. SIGTERM/SIGINT stop it: training jobs are stopped and
+marked interrupted.
 """
 
 from __future__ import annotations
@@ -29,16 +29,9 @@ NEEDS_POSTGRES = ("the trainer needs a PostgreSQL database ([database] url or CH
                   "postgresql://charbot@db:5432/charbot); with SQLite the bot trains its jobs itself")
 
 
-class Silent:
-    """A reporter for nobody: the job's row is what bot processes show."""
-
-    async def show(self, job, plot=None, position=None) -> None:
-        return None
-
-
 def check_loads(version) -> None:
-    """Load a new version once, off the event loop, before it is served anywhere: a broken
-    folder fails its job and leaves what is served alone (as the bot does with SQLite)."""
+    """Load a new version once, off the event loop, before it is recorded: a broken folder
+    fails its job and leaves what is served alone (as the bot does with SQLite)."""
     from charlm.engine import Engine
 
     engine = Engine(backend="numpy")
@@ -48,45 +41,59 @@ def check_loads(version) -> None:
         engine.close()
 
 
+def drop_secrets() -> None:
+    """The trainer never talks to Discord: forget a bot token an environment file handed it.
+    The database URL (with its password) was read into the config already; children get a
+    filtered environment anyway (bot.finetune.process)."""
+    os.environ.pop("DISCORD_TOKEN", None)
+
+
 async def serve(config_path: Path) -> None:
-    from bot.config import load_config
+    from bot.config import DATABASE_URL_ENV, load_config
     from bot.db.engine import open_database, shown
-    from bot.finetune.jobs import JobRunner
     from bot.finetune.registry import Registry
     from bot.finetune.settings import finetune_config
     from bot.finetune.store import JobStore
+    from bot.finetune.training import Trainer
 
+    drop_secrets()
     config = load_config(config_path)
     settings = finetune_config(config)
     if not config.postgres:
         raise CharLMError(NEEDS_POSTGRES)
-    db = await open_database(config.database_url)
+    url = config.database_url
+    os.environ.pop(DATABASE_URL_ENV, None)  # read once; nothing after this needs it
+    db = await open_database(url)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     registry = Registry(db, settings.models_dir, config.models.folders())
 
     async def on_version(version) -> None:
         await asyncio.to_thread(check_loads, version)
 
-    runner = JobRunner(JobStore(db), registry, settings, lambda job: Silent(), on_version, worker=worker)
+    trainer = Trainer(JobStore(db), registry, settings, worker, on_version, poll=POLL)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    log.info("trainer %s on %s: %d job(s) at once, models under %s", worker, shown(config.database_url),
+    log.info("trainer %s on %s: %d job(s) at once, models under %s", worker, shown(url),
              settings.concurrent_jobs, settings.models_dir)
     try:
-        while not stopping.is_set():
+        while True:  # the database may be away at the start too
             try:
-                await runner.reap()
-                await runner.pump()
-            except Exception:
-                log.exception("looking at the queue failed; trying again")
-            try:
-                await asyncio.wait_for(stopping.wait(), POLL)
-            except asyncio.TimeoutError:
-                pass
-        log.info("stopping: %d job(s) running are stopped and marked interrupted", len(runner.running))
-        await runner.shutdown()
+                await trainer.start_up(sole=False)
+                break
+            except Exception as exc:
+                log.warning("cleaning up at start failed (%s); trying again", exc.__class__.__name__)
+                try:
+                    await asyncio.wait_for(stopping.wait(), POLL)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+        running = asyncio.create_task(trainer.run(), name="trainer")
+        await stopping.wait()
+        log.info("stopping: %d job(s) training are stopped and marked interrupted", len(trainer.held))
+        await trainer.shutdown()
+        await running
     finally:
         await db.dispose()
 

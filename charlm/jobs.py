@@ -21,10 +21,9 @@ from charlm.evaluate import Evaluation, evaluate
 from charlm.model import ModelSpec, preset as get_preset, with_dropout
 from charlm.padding import PadChoice, choose_pad
 from charlm.storage import SavedModel, load_model_folder, save_model_folder
+from charlm.split import DEFAULT_HOLDOUT, check_trainable, split_encode
 from charlm.train import CancelSignal, TrainConfig, TrainProgress, TrainResult, compile_model, train
 from charlm.vocab import Vocabulary
-
-DEFAULT_HOLDOUT = 0.1
 
 
 @dataclass
@@ -37,11 +36,8 @@ class JobOutcome:
 
 
 def _split_encode(corpus: Corpus, vocab: Vocabulary, holdout: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Training and held-out ids, each part encoded on its own: the held-out ids are
-    exactly what `python -m charlm eval --heldout-only` scores."""
-    train_text, heldout_text = corpus.split(holdout)
-    train, heldout = vocab.encode(train_text), vocab.encode(heldout_text)
-    return train.ids, heldout.ids, train.dropped_count + heldout.dropped_count
+    ids = split_encode(corpus, vocab, holdout)
+    return ids.train, ids.heldout, ids.dropped
 
 
 def recitation(model: keras.Model, vocab: Vocabulary, train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
@@ -122,6 +118,8 @@ def train_new(corpus_path: str | Path, out: str | Path, preset_name: str = "defa
     start = time.monotonic()
     result = train(train_ids, val_ids, vocab, spec, config, checkpoint_dir=checkpoint_dir,
                    resume_from=resume_from, on_progress=on_progress, cancel=cancel)
+    if not result.history:
+        raise CharLMError(f"the time budget of {config.max_minutes:g} minutes ran out before the first training step")
     heldout = heldout_eval(result.model, train_ids, val_ids)
     padding = choose_pad(result.model, vocab, val_ids)
     vocab = vocab.with_pad(padding.char)
@@ -145,9 +143,9 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     config = config or TrainConfig()
     saved = base if isinstance(base, SavedModel) else load_model_folder(base)
     corpus = load_corpus(corpus_path, saved.vocab.lowercase, holdout)
-    train_ids, val_ids, dropped = _split_encode(corpus, saved.vocab, holdout)
-    if len(train_ids) < config.seq_len * 2:
-        raise CharLMError(f"{corpus.name} has too few characters the model knows ({len(train_ids)})")
+    ids = split_encode(corpus, saved.vocab, holdout)
+    check_trainable(corpus.name, ids, config.seq_len)  # the bot's upload check runs the same
+    train_ids, val_ids, dropped = ids.train, ids.heldout, ids.dropped
     base_heldout = heldout_eval(saved.model, train_ids, val_ids)
     spec = ModelSpec(**saved.card["layers"])
     if dropout is not None:
@@ -161,6 +159,8 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     start = time.monotonic()
     result = train(train_ids, val_ids, saved.vocab, spec, config, model=model,
                    checkpoint_dir=checkpoint_dir, on_progress=on_progress, cancel=cancel)
+    if not result.history:
+        raise CharLMError(f"the time budget of {config.max_minutes:g} minutes ran out before the first training step")
     heldout = heldout_eval(result.model, train_ids, val_ids)
     padding = choose_pad(result.model, saved.vocab, val_ids)
     vocab = saved.vocab.with_pad(padding.char)

@@ -176,18 +176,28 @@ def train(
             eta = elapsed / done_steps * (total_steps - done_steps)
             on_progress(TrainProgress(epoch, config.epochs, step, steps, loss, val_loss, eta, elapsed, epoch_done))
 
+    def out_of_time() -> bool:
+        return config.max_minutes is not None and time.monotonic() - start > config.max_minutes * 60
+
     for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.monotonic()
         loss_sum = 0.0
+        ran = 0
         for step in range(1, steps + 1):
             if cancel is not None and cancel.is_set():
                 raise TrainingCancelled("training was cancelled; nothing was saved")
+            if out_of_time():  # mid-epoch: score what this epoch did so far, then stop
+                break
             loss_sum += float(model.train_on_batch(*next(stream)))
             done_steps += 1
+            ran = step
             report(epoch, step, loss_sum / step, last_val)
+        if ran == 0:
+            result.stopped = "time budget"
+            break
         val_loss = windowed_loss(model, val_ids, config.seq_len, max_windows=config.val_windows)
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-        result.history.append(EpochRecord(epoch, loss_sum / steps, val_loss, lr, time.monotonic() - epoch_start))
+        result.history.append(EpochRecord(epoch, loss_sum / ran, val_loss, lr, time.monotonic() - epoch_start))
         last_val = val_loss
         if checkpoints:
             checkpoints.save(model, epoch, val_loss)
@@ -197,11 +207,11 @@ def train(
         else:
             stale += 1
             model.optimizer.learning_rate.assign(lr * config.lr_decay)
-        report(epoch, steps, loss_sum / steps, val_loss, epoch_done=True)
+        report(epoch, ran, loss_sum / ran, val_loss, epoch_done=True)
         if stale >= config.patience:
             result.stopped = "early stopping"
             break
-        if config.max_minutes is not None and time.monotonic() - start > config.max_minutes * 60:
+        if out_of_time():
             result.stopped = "time budget"
             break
     model.set_weights(best_weights)

@@ -132,6 +132,19 @@ class PostgresServer:
             self.port = free_port()  # another process took the free port first
         raise PostgresUnavailable(f"PostgreSQL did not start: {_last_line(started)} (log: {self.log_file})")
 
+    def halt(self) -> None:
+        """Stop the server, keeping the cluster (a database restart, with resume())."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again, on the same port."""
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        started = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
+                            "-o", options, "start")
+        if started.returncode != 0:
+            raise PostgresUnavailable(f"PostgreSQL did not start again: {_last_line(started)}")
+
     def stop(self) -> None:
         """Fast shutdown (rolls back open transactions), then delete the cluster."""
         if (self.data_dir / "postmaster.pid").exists():

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from bot.db.engine import alembic_config, head
 from bot.health import STALE_AFTER, check_health, shard_lines, write_health
 from tests.discord_double import running_double
 
@@ -30,6 +31,27 @@ def write_config(folder: Path, model: Path) -> Path:
     return path
 
 
+def test_a_failed_migration_is_one_line_and_leaves_the_database_as_it_was(tmp_path: Path, tiny_model: Path) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+
+    config = write_config(tmp_path, tiny_model)
+    path = tmp_path / "data" / "charbot.sqlite3"
+    path.parent.mkdir()
+    with sa.create_engine(f"sqlite:///{path}").begin() as conn:
+        command.upgrade(alembic_config(conn), "0002")
+        conn.exec_driver_sql("CREATE TABLE jobs_active_target_number (x INTEGER)")  # 0003 cannot finish
+    result = run_bot("--check", "--config", str(config))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: migrating the database sqlite+aiosqlite:///") and line.endswith(
+        "from schema 0002 to 0003 failed and was undone, so it is still at 0002: OperationalError: there is "
+        "already a table named jobs_active_target_number")
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+    db.close()
+
+
 def test_check_loads_everything_and_generates(tmp_path: Path, tiny_model: Path) -> None:
     config = write_config(tmp_path, tiny_model)
     result = run_bot("--check", "--config", str(config))
@@ -39,7 +61,7 @@ def test_check_loads_everything_and_generates(tmp_path: Path, tiny_model: Path) 
     assert lines[1] == "history: ok (0 requests stored in the database)"
     assert lines[2].startswith("model alice ") and lines[3].startswith("model seuss ")
     assert "'once upon a time' -> '" in lines[2]
-    assert lines[-2].startswith("database sqlite+aiosqlite:///") and "(schema 0002, 0 fine-tuned versions, 0 jobs)" in lines[-2]
+    assert lines[-2].startswith("database sqlite+aiosqlite:///") and f"(schema {head()}, 0 fine-tuned versions, 0 jobs)" in lines[-2]
     assert lines[-1].startswith("all checks passed in ")
     assert (tmp_path / "data" / "charbot.sqlite3").is_file()
 

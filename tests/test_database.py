@@ -125,9 +125,10 @@ def test_two_processes_claim_different_jobs_and_serving_changes_are_seen_at_once
             store_one, store_two = JobStore(one), JobStore(two)
             for guild in (10, 20, 30):
                 await store_one.add(job(guild_id=guild))
-            claimed = await asyncio.gather(store_one.claim_next(), store_two.claim_next(), store_two.claim_next())
+            claimed = await asyncio.gather(store_one.claim("one:1"), store_two.claim("two:1"), store_two.claim("two:1"))
             assert sorted(j.guild_id for j in claimed) == [10, 20, 30]
-            assert await store_one.claim_next() is None
+            assert sorted(j.target_number for j in claimed) == [1, 2, 3]  # one base, three numbers
+            assert await store_one.claim("one:1") is None
 
             models = tmp_path / "models"
             reg_one, reg_two = Registry(one, models, {}), Registry(two, models, {})

@@ -70,3 +70,10 @@ def test_the_mounted_configs_split_the_shards_and_serve_the_single_bots_models(s
             assert config.discord.shard_count == 2
             shards.append(config.discord.shard_ids)
     assert shards == [(0,), (1,)]
+
+
+def test_the_trainer_gets_no_bot_token(services):
+    """bot.trainer never talks to Discord: no .env (which holds DISCORD_TOKEN) is handed to it."""
+    trainer = services["trainer"]
+    assert "env_file" not in trainer and "DISCORD_TOKEN" not in trainer.get("environment", {})
+    assert all("env_file" in services[name] for name in ("bot", "bot-shard0", "bot-shard1"))

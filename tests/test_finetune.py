@@ -112,8 +112,16 @@ async def start_job(double: DiscordDouble, corpus: bytes, **options: object) -> 
     return handle
 
 
-def training_pid(bot: CharLMBot) -> int:
-    return bot.get_cog("FinetuneCog").runner.running_for(GUILD).job.pid
+async def training_pid(bot: CharLMBot, timeout: float = 60) -> int:
+    """The pid of the training process of this process's trainer (once it started)."""
+    trainer = bot.get_cog("FinetuneCog").trainer
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        held = [h for h in trainer.held.values() if h.process is not None]
+        if held:
+            return held[0].process.pid
+        assert asyncio.get_running_loop().time() < deadline, "no training process started"
+        await asyncio.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
@@ -216,7 +224,7 @@ def test_second_job_gets_the_status_alice_keeps_answering_and_cancel_stops_it(tm
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         job = await start_job(double, rhymes(200_000), epochs=50)
         await job.wait_until(has("step "), timeout=60)  # training, not just starting
-        pid = training_pid(bot)
+        pid = await training_pid(bot)
 
         second = await double.send_command("finetune start", {
             "corpus": double.add_attachment("more.txt", rhymes(9_000)), "base": "seuss", "name": "other"},
@@ -261,10 +269,11 @@ def test_a_killed_training_process_fails_the_job_and_leaves_nothing(tmp_path: Pa
         sent = "POST /channels/{channel_id}/messages"
         await double.notifier.wait_for(lambda: any(c.status == 200 for c in double.calls(sent)), 60)
         [message] = [m for m in double.rest.messages.values() if m.kind == "channel"]
-        assert message.content.startswith("**Fine-tune #1: alice v0 → alice v1")  # moved to the channel
+        # moved to the channel (where it may still say "queued" a moment)
+        await double.notifier.wait_for(lambda: message.content.startswith("**Fine-tune #1: alice v0 → alice v1"), 30)
         await job.wait_until(has("**Fine-tune #1** continues in https://discord.com/channels/"), 10)
         await double.notifier.wait_for(lambda: "step " in message.content, 60)
-        os.kill(training_pid(bot), signal.SIGKILL)
+        os.kill(await training_pid(bot), signal.SIGKILL)
         await double.notifier.wait_for(lambda: "failed" in message.content, 60)
         assert "❌ failed: the training process was killed by SIGKILL (out of memory, or killed from outside)" \
             in message.content
@@ -275,7 +284,7 @@ def test_a_killed_training_process_fails_the_job_and_leaves_nothing(tmp_path: Pa
         monkeypatch.setattr(module, "TOKEN_LIFETIME", 14 * 60)
         retry = await start_job(double, rhymes(9_000))  # the slot is free again
         await retry.wait_until(has("Fine-tune #2"), timeout=20)
-        await bot.get_cog("FinetuneCog").runner.cancel(GUILD)
+        await bot.get_cog("FinetuneCog").desk.cancel(GUILD)
         await retry.wait_final(has("cancelled"), timeout=15)
 
     run(config, scenario)
@@ -325,7 +334,7 @@ def test_a_job_running_when_the_bot_stops_is_interrupted(tmp_path: Path, tiny_mo
     async def stop_while_training(double: DiscordDouble, bot: CharLMBot) -> None:
         job = await start_job(double, rhymes(9_000))
         await job.wait_until(has("Fine-tune #1"), timeout=20)
-        pids.append(training_pid(bot))
+        pids.append(await training_pid(bot))
 
     async def next_start(double: DiscordDouble, bot: CharLMBot) -> None:
         status = await double.send_command("finetune status", user="alice")

@@ -68,13 +68,14 @@ def test_the_queue_is_first_come_first_served_one_job_per_server_and_survives_a_
         ids = [await store.add(job(guild_id=g)) for g in (10, 20, 30)]
         with pytest.raises(Busy, match="already has a fine-tune job queued or running"):
             await store.add(job(guild_id=20))  # the database's unique index, even without the cog's check
-        claimed = await store.claim_next()
-        assert claimed.id == ids[0] and claimed.state == "running" and claimed.started_at
+        claimed = await store.claim("host:1")
+        assert claimed.id == ids[0] and claimed.state == "training" and claimed.started_at
+        assert claimed.target_number == 1 and claimed.target_version == "v1"
         assert [await store.position(j) for j in await store.in_state("queued")] == [1, 2]
         assert await store.cancel_queued(await store.get(ids[1]))
-        assert not await store.cancel_queued(await store.get(ids[0]))  # running: not the queue's any more
+        assert not await store.cancel_queued(await store.get(ids[0]))  # training: not the queue's any more
         await Departures(db).left(30)
-        assert await store.claim_next() is None  # the only queued job's server removed the bot
+        assert await store.claim("host:1") is None  # the only queued job's server removed the bot
         await Departures(db).returned(30)
         await db.dispose()  # a bot that stopped with a job running and one queued
         return ids
@@ -82,10 +83,11 @@ def test_the_queue_is_first_come_first_served_one_job_per_server_and_survives_a_
     async def next_start(ids: list[int]) -> None:
         db = await open_database(store_url)
         store = JobStore(db)
-        assert [j.id for j in await store.mark_interrupted()] == [ids[0]]
+        assert [j.id for j in await store.interrupt_stranded()] == [ids[0]]
         interrupted = await store.get(ids[0])
         assert interrupted.state == "interrupted" and interrupted.pid is None and "stopped" in interrupted.error
-        assert (await store.claim_next()).id == ids[2]
+        again = await store.claim("host:1")
+        assert again.id == ids[2] and again.target_number == 2  # numbers are never given twice
         assert [j.state for j in await store.latest(10, 5)] == ["interrupted"]
         assert await store.add(job(guild_id=10)) > ids[2]  # its server may queue again
         await db.dispose()
@@ -129,12 +131,12 @@ def test_registry_scopes_serving_pruning_and_discard(tmp_path: Path, store_url: 
         assert await registry.names(10) == ["alice"]
         assert (await registry.served(10, "alice")).label == "v0"
         versions = []
-        for guild in (10, 10, 20):
-            number = await registry.next_number("alice")
+        for number, guild in enumerate((10, 10, 20), 1):
             out = registry.folder_for(guild, "alice", number)
             assert out == tmp_path / "models" / str(guild) / "alice" / f"v{number}"
             versions.append(await registry.add(guild, "alice", number, out, fake_version(out, "s.txt", 1.5 + number)))
-        assert [v.label for v in versions] == ["v1", "v2", "v3"] and await registry.next_number("alice", {7}) == 8
+        assert [v.label for v in versions] == ["v1", "v2", "v3"]
+        assert await registry.registered("alice", 3) and not await registry.registered("alice", 4)
         assert (await registry.served(10, "alice")).label == "v0"  # a new version is not served by itself
         await registry.serve(10, versions[0])
         assert (await registry.served(10, "alice")).label == "v1" and (await registry.served(20, "alice")).shipped
@@ -215,25 +217,29 @@ def test_workers_heartbeat_cancel_through_the_row_and_silent_ones_are_failed(sto
             first, second = job(guild_id=10), job(guild_id=20)
             await store.add(first)
             await store.add(second)
-            claimed = await store.claim_next("host:1")
+            claimed = await store.claim("host:1")
             assert claimed.worker == "host:1" and claimed.heartbeat_at is not None
-            assert await store.heartbeat(claimed, "host:1") is False
-            assert await store.heartbeat(claimed, "host:2") is None  # not that worker's job
+            assert await store.beat(claimed, "host:1") is False
+            assert await store.beat(claimed, "host:2") is None  # not that worker's job
             assert await store.request_cancel(claimed)
-            assert await store.heartbeat(claimed, "host:1") is True
+            assert await store.beat(claimed, "host:1") is True
             assert not await store.request_cancel(second)  # queued: cancel_queued is for those
-            other = await store.claim_next("host:2")
+            other = await store.claim("host:2")
+            assert await store.publishing(other, "host:2") and other.state == "publishing"
+            assert not await store.request_cancel(other)  # publishing: too late for a cancel
             assert await store.stale(60) == []
             later = time.time() + 120
             stale = await store.stale(60, now=later)
             assert [j.id for j in stale] == [claimed.id, other.id]
-            await store.heartbeat(other, "host:2")  # it beat after the look: not failed
-            assert await store.fail_stale(stale[0], now=later)
-            assert not await store.fail_stale(stale[1], now=later)
+            await store.beat(other, "host:2")  # it beat after the look: not failed
+            assert await store.reap(stale[0], now=later)
+            assert not await store.reap(stale[1], now=later)
             failed = await store.get(claimed.id)
-            assert failed.state == "failed" and "host:1 stopped sending heartbeats" in failed.error
-            assert await store.heartbeat(failed, "host:1") is None  # its worker learns it lost the job
-            assert (await store.get(other.id)).state == "running"
+            assert failed.state == "failed" and "host:1 stopped answering" in failed.error
+            assert await store.beat(failed, "host:1") is None  # its worker learns it lost the job
+            assert not await store.end(failed, "host:1", "cancelled")  # a late writer changes nothing
+            assert (await store.get(claimed.id)).state == "failed"
+            assert (await store.get(other.id)).state == "publishing"
         finally:
             await db.dispose()
 

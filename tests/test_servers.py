@@ -105,6 +105,7 @@ def test_a_servers_fine_tune_stays_there_until_an_owner_publishes_it(tmp_path: P
         job_a = await start(double, A, rhymes(9_000), base="seuss", force=True, filename="a-secret.txt")
         job_b = await start(double, B, rhymes(9_000), user="carol", name="pirate", force=True)
         await job_a.wait_until(has("Fine-tune #"), timeout=30)
+        await job_b.wait_until(has("Fine-tune #"), timeout=30)  # queued (its upload checked)
         # B's admin sees nothing of A's job, and cannot cancel it
         status = await ask(double, "finetune status", user="carol", guild=B)
         assert "a-secret" not in status and f"<@{ALICE}>" not in status and "seuss" not in status
@@ -184,7 +185,8 @@ def test_the_queue_positions_cancel_and_a_restart(tmp_path: Path, tiny_model: Pa
         # A's job ends: B's starts, and its message says so
         await ask(double, "finetune cancel", guild=A, user="alice", timeout=20)
         await long_b.wait_until(has("step "), timeout=60)
-        assert "**Fine-tune #2: alice v0 → alice v1 on `rhymes.txt`**" in long_b.original.content
+        # v2: the database gave v1 to A's cancelled job, and a number is never given twice
+        assert "**Fine-tune #2: alice v0 → alice v2 on `rhymes.txt`**" in long_b.original.content
         queued_a = await start(double, A, rhymes(9_000), name="pirate", force=True)
         await queued_a.wait_until(has("queued, number 1 in line"), timeout=20)
         # the bot stops: B's job is interrupted, A's stays queued
@@ -370,7 +372,7 @@ def test_a_data_folder_from_the_older_bot_migrates_on_first_start(tmp_path: Path
         assert "Fine-tune #2: alice v0 → rhymes v1" in status_b and "seussish" not in status_b
         assert "▶ v1: from base, trained on `seussish.txt`" in await ask(double, "models", {"model": "seuss"})
         cog = bot.get_cog("FinetuneCog")
-        assert await cog.registry.next_number("seuss") == 2
+        assert await cog.registry.registered("seuss", 1) and not await cog.registry.registered("seuss", 2)
         history = await ask(double, "history", user="bob", guild=A)
         assert history.startswith("Your last 6 requests:")  # 3 from before, 3 just now
 

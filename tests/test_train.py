@@ -145,3 +145,24 @@ def test_finetune_on_a_library_folder_records_every_book(tiny_model, tmp_path):
     corpus = outcome.card["corpus"]
     assert corpus["name"] == "library" and [b["name"] for b in corpus["books"]] == ["book0.txt", "book1.txt"]
     assert outcome.card["heldout"]["chars"] > 0
+
+
+def test_the_time_budget_stops_mid_epoch_and_keeps_that_epoch(text_file):
+    """A fine-tune job's max_minutes: an epoch too long for the budget is cut short, scored,
+    and the best weights so far are kept (one epoch of an 8 MB upload takes hours)."""
+    import time
+
+    vocab, train_ids, val_ids = _ids(text_file)
+    done = []
+
+    def slow(progress):
+        if progress.epoch_done:
+            done.append(progress)
+        elif progress.step == 1:
+            time.sleep(1.5)  # the budget (1.2 s) runs out here
+
+    result = train(train_ids, val_ids, vocab, PRESETS["tiny"],
+                   TrainConfig(epochs=3, batch_size=8, steps_per_epoch=50, val_windows=2, max_minutes=0.02),
+                   on_progress=slow)
+    assert result.stopped == "time budget" and len(result.history) == 1 and result.best_epoch == 1
+    assert len(done) == 1 and 1 <= done[0].step < 50  # the epoch ended early, after the steps it ran

@@ -50,6 +50,31 @@ def _upgrade(connection: sa.Connection) -> None:
         command.upgrade(alembic_config(connection), "head")
 
 
+class MigrationFailed(DatabaseError):
+    """A migration failed and was undone: the database is still at the schema it had."""
+
+
+def _upgrade_sqlite(connection: sa.Connection) -> None:
+    """Migrate a SQLite file in one transaction. SQLite's DDL is transactional, but Python's
+    sqlite3 module only opens a transaction before INSERT/UPDATE/DELETE, so a CREATE or
+    ALTER would commit on its own and a failure halfway would leave a half-migrated file:
+    here the module's transaction handling is switched off and BEGIN IMMEDIATE sent, so the
+    migration, its table rebuilds and alembic_version commit together or not at all."""
+    raw = connection.connection.dbapi_connection
+    level = raw.isolation_level
+    raw.isolation_level = None
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            _upgrade(connection)
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+    finally:
+        raw.isolation_level = level
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode = WAL")
@@ -75,21 +100,35 @@ async def open_database(url: str) -> AsyncEngine:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed)
+        # PostgreSQL: a connection from before a server restart is tested before use, not failed on
+        engine = create_async_engine(parsed, pool_pre_ping=parsed.get_backend_name() == "postgresql")
     except (sa.exc.ArgumentError, OSError, ImportError) as exc:
         raise DatabaseError(f"cannot open the database {shown(url)}: {exc}") from None
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    before, reached = None, False
     try:
-        async with engine.begin() as connection:
-            if engine.dialect.name == "postgresql":  # processes starting together migrate one at a time
+        async with engine.connect() as connection:
+            before = await connection.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+            await connection.rollback()
+        reached = True
+        if engine.dialect.name == "sqlite":
+            async with engine.connect() as connection:
+                await connection.run_sync(_upgrade_sqlite)
+        else:  # PostgreSQL's DDL is transactional as it is; processes starting together migrate one at a time
+            async with engine.begin() as connection:
                 await connection.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-            await connection.run_sync(_upgrade)
+                await connection.run_sync(_upgrade)
     except DatabaseError:
         await engine.dispose()
         raise
     except (sa.exc.SQLAlchemyError, OSError) as exc:
         await engine.dispose()
+        cause = getattr(exc, "orig", None) or exc  # the driver's own words, without the statement
+        if reached and before != head():
+            raise MigrationFailed(f"migrating the database {shown(url)} from schema {before or '(empty)'} to "
+                                  f"{head()} failed and was undone, so it is still at {before or '(empty)'}: "
+                                  f"{cause.__class__.__name__}: {str(cause).splitlines()[0]}") from None
         raise DatabaseError(f"cannot use the database {shown(url)}: {exc.__class__.__name__}: {exc}") from None
     except BaseException:
         await engine.dispose()

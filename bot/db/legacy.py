@@ -33,7 +33,7 @@ MARKER = "legacy_import"
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 VERSION = re.compile(r"^v(\d+)$")
 JOB_COLUMNS = ("id", "created_at", "finished_at", "user_id", "guild_id", "channel_id", "base", "base_version",
-               "target", "target_version", "corpus_name", "corpus_sha256", "corpus_chars", "cleaning", "settings",
+               "target", "corpus_name", "corpus_sha256", "corpus_chars", "cleaning", "settings",
                "state", "progress", "heldout_bpc", "base_heldout_bpc", "served", "error")
 
 
@@ -76,6 +76,8 @@ async def import_legacy(db: AsyncEngine, settings: FinetuneConfig, data_dir: Pat
             values["served"] = bool(values["served"])
             values["error"] = values["error"] or ""
             values["started_at"] = values["created_at"]  # the older bot started jobs at once
+            number = VERSION.match(row.get("target_version") or "")
+            values["target_number"] = int(number.group(1)) if number else None
             if values["state"] == "running":  # the older bot stopped while it trained
                 values.update(state="interrupted", finished_at=time.time(),
                               error="the bot stopped while this job was training")

@@ -10,7 +10,11 @@ import sqlalchemy as sa
 
 OWNERS = 0
 """The scope of what every server gets; no Discord guild has id 0."""
-ACTIVE_STATES = ("queued", "running")
+STATES = ("queued", "training", "publishing", "succeeded", "failed", "cancelled", "interrupted")
+"""A fine-tune job's states; docs/finetune.md draws who moves a job between them."""
+ACTIVE_STATES = STATES[:3]
+FINAL_STATES = STATES[3:]
+ACTIVE = sa.text("state IN ('queued', 'training', 'publishing')")
 
 metadata = sa.MetaData()
 
@@ -50,13 +54,13 @@ jobs = sa.Table(
     sa.Column("base", sa.String(32), nullable=False),
     sa.Column("base_version", sa.String(16), nullable=False),  # e.g. v0 (shipped) or v3
     sa.Column("target", sa.String(32), nullable=False),
-    sa.Column("target_version", sa.String(16), nullable=False, server_default=""),  # set when it starts
+    sa.Column("target_number", sa.Integer, nullable=True),  # v<number>, allocated when a trainer claims it
     sa.Column("corpus_name", sa.String(200), nullable=False),
     sa.Column("corpus_sha256", sa.String(64), nullable=False),
     sa.Column("corpus_chars", sa.Integer, nullable=False),
     sa.Column("cleaning", sa.Text, nullable=False),
     sa.Column("settings", sa.JSON, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),  # queued, running, succeeded, failed, cancelled, interrupted
+    sa.Column("state", sa.String(16), nullable=False),  # STATES
     sa.Column("progress", sa.JSON, nullable=False),
     sa.Column("heldout_bpc", sa.Float, nullable=True),
     sa.Column("base_heldout_bpc", sa.Float, nullable=True),
@@ -66,12 +70,14 @@ jobs = sa.Table(
     sa.Column("worker", sa.Text, nullable=True),  # who runs it: "host:pid" of a bot or bot.trainer
     sa.Column("heartbeat_at", sa.Float, nullable=True),  # refreshed by that worker while it runs
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),  # any process may set it
+    sa.Column("plot", sa.LargeBinary, nullable=True),  # the loss plot (PNG) its trainer drew
     sa.Index("jobs_state", "state", "id"),
     sa.Index("jobs_guild", "guild_id", "id"),
-    # at most one queued-or-running job per server, enforced by the database itself
-    sa.Index("jobs_one_active_per_guild", "guild_id", unique=True,
-             sqlite_where=sa.text("state IN ('queued', 'running')"),
-             postgresql_where=sa.text("state IN ('queued', 'running')")),
+    # at most one active job per server, enforced by the database itself
+    sa.Index("jobs_one_active_per_guild", "guild_id", unique=True, sqlite_where=ACTIVE, postgresql_where=ACTIVE),
+    # two trainers claiming jobs of one name at once never get the same number (one retries)
+    sa.Index("jobs_active_target_number", "target", "target_number", unique=True, sqlite_where=ACTIVE,
+             postgresql_where=ACTIVE),
 )
 
 departures = sa.Table(

@@ -12,6 +12,8 @@ import asyncio
 import importlib.util
 import io
 import logging
+import os
+import socket
 import time
 
 import discord
@@ -28,8 +30,9 @@ from bot.context import BotContext, Serving, is_owner, may_manage
 from bot.db.departures import Departures
 from bot.db.legacy import import_legacy
 from bot.db.schema import OWNERS
+from bot.finetune.cleanup import clean_incoming
 from bot.finetune.describe import describe, describe_models
-from bot.finetune.jobs import JobRunner
+from bot.finetune.desk import JobDesk
 from bot.finetune.pool import LoadedVersions
 from bot.finetune.registry import Registry, Version, check_name
 from bot.finetune.settings import FinetuneConfig
@@ -105,7 +108,9 @@ class FinetuneCog(commands.Cog):
         self.db = None
         self.registry: Registry | None = None
         self.store: JobStore | None = None
-        self.runner: JobRunner | None = None
+        self.desk: JobDesk | None = None
+        self.trainer = None  # bot.finetune.training.Trainer: SQLite with the full install only
+        self.trainer_task: asyncio.Task | None = None
         self.departures: Departures | None = None
         self.loaded = LoadedVersions(context, context.config.engine.max_loaded)
         self._ready_task: asyncio.Task | None = None
@@ -123,21 +128,24 @@ class FinetuneCog(commands.Cog):
                 await import_legacy(self.db, self.settings, self.context.config.bot.data_dir)
             except sa.exc.IntegrityError:  # another process starting at the same time did it
                 log.info("the older data folder was imported by another process")
-            if not self.remote:  # with PostgreSQL, running jobs are trainers'; missed heartbeats tell
-                for job in await self.store.mark_interrupted():
-                    log.warning("fine-tune job %s was running when the bot stopped; marked interrupted", job.id)
-            self.runner = JobRunner(self.store, self.registry, self.settings,
-                                    lambda job: JobMessage(self.bot, job.channel_id), self._preload,
-                                    trains=not self.remote)
+            if not self.remote and can_train():  # SQLite: this process is the one trainer
+                from bot.finetune.training import Trainer  # no TensorFlow: the training child imports it
+
+                self.trainer = Trainer(self.store, self.registry, self.settings,
+                                       f"{socket.gethostname()}:{os.getpid()}", self._preload, reaps=False)
+                await self.trainer.start_up(sole=True)
+            await clean_incoming(self.settings)
+            self.desk = JobDesk(self.store, self.registry, self.settings, reaps=self.remote,
+                                on_queued=self.trainer.wake if self.trainer else lambda: None)
         except BaseException:
             self.db = None
             raise
         self.context.resolver = self.resolve
         self.purge_departed.start()
-        if self.remote:
-            self.watcher = asyncio.get_running_loop().create_task(self.runner.watch(), name="finetune-watch")
-        if self.bot.is_ready():  # loaded into a running bot: on_ready has been and gone
-            asyncio.get_running_loop().create_task(self.runner.pump())
+        loop = asyncio.get_running_loop()
+        self.watcher = loop.create_task(self.desk.watch(), name="finetune-watch")
+        if self.trainer is not None:
+            self.trainer_task = loop.create_task(self.trainer.run(), name="finetune-trainer")
 
     async def cog_unload(self) -> None:
         self.purge_departed.cancel()
@@ -150,8 +158,12 @@ class FinetuneCog(commands.Cog):
             await asyncio.gather(self.watcher, return_exceptions=True)
         if self.context.resolver == self.resolve:
             self.context.resolver = None
-        if self.runner is not None:
-            await self.runner.shutdown()
+        if self.trainer is not None:
+            await self.trainer.shutdown()
+            if self.trainer_task is not None:
+                await asyncio.gather(self.trainer_task, return_exceptions=True)
+        if self.desk is not None:
+            await self.desk.watch_once()  # the last word of jobs this shutdown ended
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -163,14 +175,15 @@ class FinetuneCog(commands.Cog):
         for guild_id in present:
             if await self.departures.returned(guild_id):
                 log.info("guild %s added the bot back; its data is kept", guild_id)
-            if self.remote and (job := await self.store.active(guild_id)) is not None:
-                self.runner.follow(job, JobMessage(self.bot, job.channel_id))  # e.g. after this process restarted
+            if (job := await self.store.active(guild_id)) is not None:
+                self.desk.follow(job, JobMessage(self.bot, job.channel_id))  # e.g. after this process restarted
         if self._sees_every_guild():
             try:
                 await self._note_departures_while_away(present)
             except Exception as exc:  # bookkeeping: the next start tries again
                 log.warning("could not check for servers that removed the bot while it was away: %s", exc)
-        await self.runner.pump()
+        if self.trainer is not None:
+            self.trainer.wake()
 
     async def _note_departures_while_away(self, present: set[int]) -> None:
         known = await self.registry.guild_ids() | await self.store.guild_ids()
@@ -200,7 +213,8 @@ class FinetuneCog(commands.Cog):
     async def on_guild_join(self, guild: discord.Guild) -> None:
         if await self.departures.returned(guild.id):
             log.info("guild %s added the bot back; its data is kept", guild.id)
-            await self.runner.pump()  # its queued job may go ahead again
+            if self.trainer is not None:
+                self.trainer.wake()  # its queued job may go ahead again
 
     @tasks.loop(hours=1)
     async def purge_departed(self) -> None:
@@ -212,7 +226,7 @@ class FinetuneCog(commands.Cog):
 
     async def purge(self, guild_id: int) -> str:
         """Delete everything of one server: jobs (a running one is stopped), versions, choices, history."""
-        await self.runner.cancel(guild_id)
+        await self.desk.cancel(guild_id)
         deleted = await self.registry.purge_guild(guild_id)
         for version in deleted:
             self.loaded.forget(version)
@@ -280,7 +294,7 @@ class FinetuneCog(commands.Cog):
                               "max_models); make a new version of one of them instead.")
         check_declared_size(corpus, s.max_upload_bytes)
 
-        self.runner.reserve(guild_id)
+        self.desk.reserve(guild_id)
         try:
             await interaction.response.defer(thinking=True)
             data = await download(corpus, s.max_upload_bytes)
@@ -293,9 +307,9 @@ class FinetuneCog(commands.Cog):
                       corpus_chars=checked.usable_chars, cleaning=checked.report(),
                       settings={"epochs": epochs, "batch_size": s.batch_size, "learning_rate": s.learning_rate,
                                 "patience": s.patience, "force": force})
-            await self.runner.submit(job, data, JobMessage(self.bot, interaction.channel_id, interaction))
+            await self.desk.submit(job, data, JobMessage(self.bot, interaction.channel_id, interaction))
         finally:
-            self.runner.release(guild_id)
+            self.desk.release(guild_id)
 
     @finetune.command(name="status", description="This server's fine-tune job, or its last one (admins)")
     async def status(self, interaction: discord.Interaction) -> None:
@@ -306,7 +320,7 @@ class FinetuneCog(commands.Cog):
         job = await self._active_job(guild_id)
         if job is not None:
             await tell(interaction, await self._describe(job))
-        elif guild_id in self.runner.preparing:
+        elif guild_id in self.desk.preparing:
             await tell(interaction, "An upload is being checked for a new fine-tune job.")
         elif latest := await self.store.latest(guild_id, 1):
             await tell(interaction, "No fine-tune job is running in this server. Last job:\n" + describe(latest[0]))
@@ -320,19 +334,17 @@ class FinetuneCog(commands.Cog):
             await tell(interaction, NOT_ADMIN)
             return
         guild_id = interaction.guild_id
-        if await self._active_job(guild_id) is None and guild_id not in self.runner.preparing:
+        if await self._active_job(guild_id) is None and guild_id not in self.desk.preparing:
             await tell(interaction, "This server has no fine-tune job running or queued.")
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        job = await self.runner.cancel(guild_id)
+        job = await self.desk.cancel(guild_id)
         text = describe(job) if job else "The upload being checked will not be trained on."
         await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     async def _active_job(self, guild_id: int) -> Job | None:
-        """The server's queued or running job: the runner's live copy when this process
-        runs it (fresher progress than its row), else the row."""
-        running = self.runner.running_for(guild_id)
-        return running.job if running else await self.store.active(guild_id)
+        """The server's queued, training or publishing job, as its row says."""
+        return await self.store.active(guild_id)
 
     async def _describe(self, job: Job) -> str:
         return describe(job, await self.store.position(job) if job.state == "queued" else None)
@@ -370,7 +382,7 @@ class FinetuneCog(commands.Cog):
         if model is None:
             raise CharLMError("Say which model: `/models model:<name> serve:<version>`.")
         active = await self._active_job(guild_id)
-        if not everyone and active is not None and active.state == "running" and active.target == model.strip().lower():
+        if not everyone and active is not None and active.state != "queued" and active.target == model.strip().lower():
             raise CharLMError(f"A fine-tune job is making a new version of {model}; wait for it or cancel it.")
         version = (await self.registry.model(guild_id, model, everyone)).version(label)
         await interaction.response.defer(thinking=True, ephemeral=everyone)

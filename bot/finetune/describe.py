@@ -53,8 +53,10 @@ def describe(job: Job, position: int | None = None) -> str:
         place = f"number {position} in line" if position else "in line"
         lines.append(f"⏳ queued, {place}: it starts when the jobs before it are done "
                      "(`/finetune cancel` takes it out of the queue)")
-    elif job.state == "running":
+    elif job.state == "training":
         lines.append(progress_line(job.progress))
+    elif job.state == "publishing":
+        lines.append("📦 trained: checking the new version and saving it (it can no longer be cancelled)…")
     elif job.state == "succeeded":
         lines.append(figures(job))
         if job.served:

@@ -1,7 +1,8 @@
-"""The loss plot attached to a finished job's message (matplotlib, no display needed).
+"""The loss plot of a finished job (matplotlib, no display needed), drawn by the trainer
+that ran the job and stored as PNG in the job's row; bots only attach what the row holds.
 
-matplotlib is imported at the first plot, not with the bot: it costs ~0.6 s and ~35 MB
-in every process, and the serving-only image does not have it (it never trains).
+matplotlib is imported at the first plot, not with the trainer: it costs ~0.6 s and
+~35 MB, and the serving-only install does not have it (it never trains or draws).
 """
 
 from __future__ import annotations

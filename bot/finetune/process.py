@@ -35,6 +35,20 @@ class Finished:
     stderr: str = ""
 
 
+KEPT_VARIABLES = {"PATH", "HOME", "USER", "LANG", "LANGUAGE", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONHASHSEED",
+                  "PYTHONUNBUFFERED", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                  "LD_LIBRARY_PATH", "XLA_FLAGS", "MPLCONFIGDIR", "KERAS_HOME", "KERAS_BACKEND"}
+KEPT_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "TF_", "CHARLM_BLAS", "NUMBA_")
+
+
+def child_environment(parent: dict[str, str] | os._Environ) -> dict[str, str]:
+    """What the training process inherits: locale, paths, thread and GPU settings; never
+    the bot token or the database URL (it reads a corpus and writes a folder, nothing else)."""
+    env = {k: v for k, v in parent.items() if k in KEPT_VARIABLES or k.startswith(KEPT_PREFIXES)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), parent.get("PYTHONPATH")) if p)
+    return env
+
+
 def describe_exit(returncode: int) -> str:
     if returncode < 0:
         name = signal.Signals(-returncode).name
@@ -53,11 +67,12 @@ class TrainingProcess:
         self._stderr_task = asyncio.create_task(self._drain_stderr(), name=f"finetune-stderr-{proc.pid}")
 
     @classmethod
-    async def start(cls, spec: dict[str, Any]) -> "TrainingProcess":
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    async def start(cls, spec: dict[str, Any], module: str = "bot.finetune.worker") -> "TrainingProcess":
+        """Start `python -m <module> '<spec json>'` (tests start other modules that speak the
+        same lines)."""
+        env = child_environment(os.environ)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.finetune.worker", json.dumps(spec),
+            sys.executable, "-m", module, json.dumps(spec),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env=env, limit=1 << 20)
         return cls(proc)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from charlm.errors import CharLMError
 from charlm.storage import CARD_FILE, read_card
@@ -219,29 +219,42 @@ class Registry:
     def folder_for(self, guild_id: int, name: str, number: int) -> Path:
         return self.root / str(guild_id) / name / f"v{number}"
 
-    async def next_number(self, name: str, reserved: set[int] = frozenset()) -> int:
-        """The next version number of a name, after every stored one and those jobs are making."""
-        async with self.db.connect() as conn:
-            top = (await conn.execute(sa.select(sa.func.max(versions.c.number)).where(
-                versions.c.name == name))).scalar()
-        return max([top or 0, *reserved]) + 1
+    def staging_for(self, guild_id: int, name: str, number: int, job_id: int) -> Path:
+        """Where a job's training writes the new version, beside its final place (same
+        filesystem, so the rename is atomic); hidden and named by job, so cleanup can tell
+        whose it is."""
+        return self.root / str(guild_id) / name / f".v{number}.job{job_id}.tmp"
 
     async def add(self, guild_id: int, name: str, number: int, folder: Path, card: dict,
                   job_id: int | None = None) -> Version:
         """Record a version folder that is complete on disk."""
+        async with self.db.begin() as conn:
+            return await self.record(conn, guild_id, name, number, folder, card, job_id)
+
+    async def record(self, conn: AsyncConnection, guild_id: int, name: str, number: int, folder: Path, card: dict,
+                     job_id: int | None = None) -> Version:
+        """add(), inside the caller's transaction (a job's publish commits it with the job's outcome)."""
         values = dict(guild_id=guild_id, name=name, number=number, path=str(folder.relative_to(self.root)),
                       card=card, created_at=time.time(), job_id=job_id)
-        async with self.db.begin() as conn:
-            result = await conn.execute(sa.insert(versions).values(**values))
-            version_id = result.inserted_primary_key[0]
-        return Version(name, number, folder, card, guild_id, version_id)
+        result = await conn.execute(sa.insert(versions).values(**values))
+        return Version(name, number, folder, card, guild_id, result.inserted_primary_key[0])
 
     async def serve(self, scope: int, version: Version, user_id: int | None = None) -> None:
         """Make `version` what `scope` (a guild, or 0: every server by default) gets for its name."""
         async with self.db.begin() as conn:
-            await conn.execute(sa.delete(serving).where(serving.c.scope == scope, serving.c.name == version.model))
-            await conn.execute(sa.insert(serving).values(scope=scope, name=version.model, version_id=version.id,
-                                                         set_by=user_id, set_at=time.time()))
+            await self.serve_in(conn, scope, version, user_id)
+
+    async def serve_in(self, conn: AsyncConnection, scope: int, version: Version, user_id: int | None = None) -> None:
+        """serve(), inside the caller's transaction."""
+        await conn.execute(sa.delete(serving).where(serving.c.scope == scope, serving.c.name == version.model))
+        await conn.execute(sa.insert(serving).values(scope=scope, name=version.model, version_id=version.id,
+                                                     set_by=user_id, set_at=time.time()))
+
+    async def registered(self, name: str, number: int) -> bool:
+        """Whether a version row exists (a folder without one is a leftover)."""
+        query = sa.select(versions.c.id).where(versions.c.name == name, versions.c.number == number)
+        async with self.db.connect() as conn:
+            return (await conn.execute(query)).first() is not None
 
     async def prune(self, guild_id: int, name: str, keep: int, protect: set[int] = frozenset()) -> list[Version]:
         """Delete a server's oldest versions of `name` beyond `keep`; a served version (anywhere)

@@ -13,6 +13,8 @@ from pathlib import Path
 from bot.config import Config, ConfigError, _table, integer, number, path, setting
 
 MIN_CHARS_FLOOR = 1_000
+TRAIN_SHARE = 0.8
+"""Of [finetune] max_minutes, the share training may use; the rest is for scoring and saving."""
 """charlm refuses shorter texts: they cannot fill a few 100-character windows."""
 
 
@@ -34,6 +36,10 @@ class FinetuneConfig:
     """Jobs trained at once by one process (the bot with SQLite, each bot.trainer with PostgreSQL)."""
     worker_timeout: float = setting(60.0, number(3, 3600))
     """Seconds without a heartbeat after which a training worker's job is failed (PostgreSQL)."""
+    max_minutes: float = setting(30.0, number(0.05, 24 * 60))
+    """Wall-clock limit per job, enforced by its trainer: training gets TRAIN_SHARE of it
+    (then the best epoch so far is kept), evaluating and saving the rest; at the limit
+    the training process is stopped and the job fails."""
     max_models: int = setting(10, integer(0, 1000))
     keep_versions: int = setting(5, integer(1, 1000))
     models_dir: Path = setting(Path("models"), path())
@@ -43,6 +49,11 @@ class FinetuneConfig:
     def heartbeat_interval(self) -> float:
         """How often a worker refreshes its jobs' heartbeats: several beats per timeout."""
         return min(5.0, self.worker_timeout / 4)
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Uploads of queued and training jobs, one folder per job id (beside models_dir)."""
+        return self.models_dir.parent / "finetune-uploads"
 
     @property
     def max_upload_bytes(self) -> int:

@@ -13,6 +13,7 @@ import discord
 
 from charlm.corpus import Corpus, clean_bytes
 from charlm.errors import CharLMError
+from charlm.split import check_trainable, split_encode
 from charlm.vocab import Vocabulary
 
 
@@ -58,15 +59,17 @@ def check_corpus(data: bytes, filename: str, vocab: Vocabulary, min_chars: int) 
     """Clean the upload the way its base was cleaned; refuse what cannot train a model.
 
     charlm's clean_bytes refuses empty, binary and non-UTF-8 files, and texts too short
-    for any training; min_chars asks for enough text to be worth a job.
+    for any training; min_chars asks for enough text to be worth a job; and each part of
+    the training's 90/10 split must be usable (check_trainable), so what passes trains.
     """
     corpus = clean_bytes(data, filename, vocab.lowercase)
-    encoded = vocab.encode(corpus.text)
-    usable = len(encoded.ids)
+    ids = split_encode(corpus, vocab)  # the training's own split and encoding (charlm.jobs.finetune)
+    usable = len(ids.train) + len(ids.heldout)
     if usable < min_chars:
         raise CharLMError(f"{filename} is too short: {usable:,} usable characters after cleaning, "
                           f"at least {min_chars:,} needed to fine-tune")
-    return CheckedCorpus(corpus, usable, encoded.dropped)
+    check_trainable(filename, ids)
+    return CheckedCorpus(corpus, usable, ids.unknown)
 
 
 def safe_filename(filename: str) -> str:
