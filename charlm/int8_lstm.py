@@ -1,0 +1,106 @@
+"""The CPU step on 8-bit weights: a quarter of the bytes per character of float32.
+
+Same interface and state as charlm.numpy_lstm.NumpyLSTM (float32 (h, c) per layer, so
+rows join and leave the same way, and the engine drives both alike); only the weight
+products differ. Each product quantises its input rows to uint8 (h lies in (-1, 1):
+a fixed scale, no per-step statistics) and runs the int8 kernel of
+charlm.int8_kernels, which writes float32 pre-activations; the gates and the draw are
+charlm.kernels' as in float32. Priming and evaluation step one position at a time
+(the rows of a batch together), since the int8 product gains nothing from the
+float32 step's one-GEMM-per-layer trick: it is cheapest where it reads each weight once
+for every row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from charlm.int8_kernels import qmatmul, quantize_rows
+from charlm.kernels import cell_first, cell_next
+from charlm.numpy_lstm import _SCRATCH_SIZES, NumpyLSTM, State
+from charlm.quantize import QuantizedWeights, QuantMatrix, padded
+
+
+class _QScratch:
+    """Buffers for one batch size: float pre-activations and uint8 inputs per layer."""
+
+    def __init__(self, batch: int, units: list[int]) -> None:
+        self.z_rec = [np.empty((batch, 4 * u), np.float32) for u in units]
+        self.z_in = [np.empty((batch, 4 * u), np.float32) for u in units[1:]]
+        self.x = [np.zeros((batch, padded(u)), np.uint8) for u in units]
+
+
+class Int8LSTM(NumpyLSTM):
+    """NumpyLSTM's stepping on QuantizedWeights (charlm.quantize). One thread at a time."""
+
+    name = "numpy"
+    precision = "int8"
+
+    def __init__(self, weights: QuantizedWeights) -> None:  # noqa: super().__init__ wants float weights
+        self.units = weights.units
+        self.q = weights
+        self._scratch: dict[int, _QScratch] = {}
+        self._padding = None
+
+    @staticmethod
+    def _product(h: np.ndarray, x: np.ndarray, m: QuantMatrix, out: np.ndarray) -> np.ndarray:
+        quantize_rows(h, x)
+        qmatmul(x, m.q, m.offset, m.scale, out)
+        return out
+
+    def _layers(self, state: State, ids: np.ndarray, s: _QScratch) -> None:
+        q = self.q
+        h, c = state[0]
+        self._product(h, s.x[0], q.recurrent[0], s.z_rec[0])
+        cell_first(s.z_rec[0], q.table, ids, c, h)
+        for layer in range(1, len(state)):
+            x, (h, c) = h, state[layer]
+            self._product(x, s.x[layer - 1], q.kernels[layer - 1], s.z_in[layer - 1])
+            self._product(h, s.x[layer], q.recurrent[layer], s.z_rec[layer])
+            cell_next(s.z_in[layer - 1], s.z_rec[layer], q.biases[layer - 1], c, h)
+
+    def logits(self, state: State) -> np.ndarray:
+        h = state[-1][0]
+        s = self._scratch_for(len(h))
+        out = np.empty((len(h), self.q.dense_b.shape[0]), np.float32)
+        self._product(h, s.x[-1], self.q.dense, out)
+        out += self.q.dense_b
+        return out
+
+    def _run(self, state: State, columns: np.ndarray,
+             record: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        """Step `state` in place over positions `columns` (time, batch); `record` gets
+        each layer's (h, c) after every position, arrays (time, batch, units)."""
+        steps, batch = columns.shape
+        if steps == 0:
+            return
+        s = self._scratch_for(batch)
+        kept = [(np.empty((steps, batch, u), np.float32), np.empty((steps, batch, u), np.float32))
+                for u in self.units] if record is not None else None
+        for t in range(steps):
+            self._layers(state, columns[t], s)
+            if kept is not None:
+                for (hs, cs), (h, c) in zip(kept, state):
+                    hs[t], cs[t] = h, c
+        if record is not None:
+            record.extend(kept)
+
+    def sequence_logits(self, ids: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """Logits after every position of windows (batch, time) from a zero state (for
+        evaluation), one position at a time."""
+        columns = np.ascontiguousarray(np.transpose(ids), dtype=np.int32)
+        steps, batch = columns.shape
+        state = self.zero_state(batch)
+        s = self._scratch_for(batch)
+        out = np.empty((batch, steps, self.q.dense_b.shape[0]), np.float32)
+        for t in range(steps):
+            self._layers(state, columns[t], s)
+            out[:, t] = self.logits(state)
+        return out
+
+    def _scratch_for(self, batch: int) -> _QScratch:
+        s = self._scratch.pop(batch, None) or _QScratch(batch, self.units)
+        self._scratch[batch] = s  # most recent last
+        if len(self._scratch) > _SCRATCH_SIZES:
+            del self._scratch[next(iter(self._scratch))]
+        return s

@@ -1,0 +1,101 @@
+"""8-bit weights for the CPU step: symmetric, one scale per output row, built at load.
+
+A weight matrix of Keras layout (inputs, outputs) becomes `q` (outputs, inputs padded to
+int8_kernels.LANES) int8 with w[i, j] ~ q[j, i] * step[j], step[j] = max_i |w[i, j]| / W_MAX.
+W_MAX is 64, not 127: the AVX2 kernel adds uint8 x int8 products in pairs in int16
+(`vpmaddubsw`), and 2 * 254 * 64 still fits, so every sum is exact (charlm.int8_kernels).
+Activations h = o * tanh(c) lie in (-1, 1), so they need no per-step scale: each step
+stores them as round(127 h) + 127 in uint8, and `offset` (127 * the row's sum of q)
+takes the +127 back out.
+
+Both LSTM layers' recurrent and input kernels and the output layer are quantised. The
+embedding stays a float32 lookup: it is folded with layer 0's input kernel and bias into
+one (vocab, 4 * units) table (charlm.numpy_lstm.LSTMWeights), read one row per character.
+Quantising the 2x512 model takes tens of milliseconds, well under reading the archive,
+so nothing is cached on disk: the int8 arrays are built from model.keras at every load
+and the float32 ones are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from charlm.int8_kernels import LANES, X_ZERO
+from charlm.numpy_lstm import LSTMWeights
+
+W_MAX = 64
+"""Largest |q|: keeps the AVX2 kernel's int16 pair sums (2 * 254 * W_MAX) exact."""
+X_SCALE = 127.0
+"""Activations in (-1, 1) are stored as round(X_SCALE * h) + X_ZERO."""
+
+
+@dataclass
+class QuantMatrix:
+    """One quantised weight matrix, rows = outputs."""
+
+    q: np.ndarray  # (outputs, padded inputs) int8; padding columns are 0
+    offset: np.ndarray  # (outputs,) int32: X_ZERO * q.sum(axis=1), the activations' zero point
+    scale: np.ndarray  # (outputs,) float32: step / X_SCALE, from an integer sum to the float product
+    inputs: int  # inputs before padding
+
+    @property
+    def nbytes(self) -> int:
+        return self.q.nbytes + self.offset.nbytes + self.scale.nbytes
+
+
+def padded(n: int) -> int:
+    """`n` rounded up to a whole number of kernel vectors."""
+    return -(-n // LANES) * LANES
+
+
+def quantize_matrix(w: np.ndarray) -> QuantMatrix:
+    """Keras-layout float weights (inputs, outputs) -> rows of int8, one scale each."""
+    rows = np.asarray(w, np.float32).T
+    peak = np.abs(rows).max(axis=1)
+    step = np.where(peak > 0, peak / W_MAX, 1.0).astype(np.float32)
+    q = np.zeros((rows.shape[0], padded(rows.shape[1])), np.int8)
+    q[:, : rows.shape[1]] = np.clip(np.rint(rows / step[:, None]), -W_MAX, W_MAX)
+    offset = (X_ZERO * q.sum(axis=1, dtype=np.int32)).astype(np.int32)
+    return QuantMatrix(q, offset, (step / np.float32(X_SCALE)).astype(np.float32), rows.shape[1])
+
+
+def dequantize(m: QuantMatrix) -> np.ndarray:
+    """The float weights `m` stands for, in Keras layout (for tests and error figures)."""
+    return (m.q[:, : m.inputs].astype(np.float32) * (m.scale * np.float32(X_SCALE))[:, None]).T
+
+
+@dataclass
+class QuantizedWeights:
+    """The weights the int8 step holds: int8 matrices, float32 table, biases and scales."""
+
+    table: np.ndarray  # (vocab, 4 * units) float32: embedding @ kernel_0 + bias_0
+    recurrent: list[QuantMatrix]  # per layer
+    kernels: list[QuantMatrix]  # input kernels of layers 1..N-1
+    biases: list[np.ndarray]  # biases of layers 1..N-1, float32
+    dense: QuantMatrix
+    dense_b: np.ndarray
+
+    @classmethod
+    def of(cls, w: LSTMWeights) -> "QuantizedWeights":
+        return cls(table=w.table, recurrent=[quantize_matrix(r) for r in w.recurrent],
+                   kernels=[quantize_matrix(k) for k in w.kernels], biases=list(w.biases),
+                   dense=quantize_matrix(w.dense_w), dense_b=w.dense_b)
+
+    @property
+    def units(self) -> list[int]:
+        return [r.inputs for r in self.recurrent]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: what a loaded version costs in memory."""
+        mats = self.recurrent + self.kernels + [self.dense]
+        return (sum(m.nbytes for m in mats) + self.table.nbytes + self.dense_b.nbytes
+                + sum(b.nbytes for b in self.biases))
+
+    @property
+    def bytes_per_step(self) -> int:
+        """Bytes one character step reads: every int8 matrix, and one table row."""
+        mats = self.recurrent + self.kernels + [self.dense]
+        return sum(m.nbytes for m in mats) + self.table.shape[1] * 4 + sum(b.nbytes for b in self.biases)
