@@ -109,6 +109,7 @@ class NumpyLSTM:
     """
 
     name = "numpy"
+    precision = "fp32"
 
     def __init__(self, weights: LSTMWeights) -> None:
         self.units = weights.units
