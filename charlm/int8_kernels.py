@@ -28,6 +28,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from charlm.kernels import _gates
+
 LANES = 32
 """Inputs per vector step: rows are padded with zeros to a multiple of this."""
 
@@ -88,18 +90,41 @@ def _dot(rw: int, rx: int, avx2: bool = HAS_AVX2):
                     for r in range(rw):
                         acc = accs[r * rx + c]
                         builder.store(builder.add(builder.load(acc), products(x, ws[r])), acc)
-            sums = []
-            for acc in accs:
-                v = builder.load(acc)
-                total = builder.extract_element(v, ir.Constant(i32, 0))
-                for e in range(1, 8):
-                    total = builder.add(total, builder.extract_element(v, ir.Constant(i32, e)))
-                sums.append(total)
+            sums = _horizontal_sums(builder, [builder.load(acc) for acc in accs])
             return context.make_tuple(builder, ret, sums)
 
         return sig, codegen
 
     return dot
+
+
+def _horizontal_sums(builder, vectors: list) -> list:
+    """The lane sums of each 8 x int32 vector. Eight at a time by a transpose-and-add
+    tree (7 vector adds for 8 sums, instead of 7 scalar adds each)."""
+    i32 = ir.IntType(32)
+    if len(vectors) % 8:
+        sums = []
+        for v in vectors:
+            total = builder.extract_element(v, ir.Constant(i32, 0))
+            for e in range(1, 8):
+                total = builder.add(total, builder.extract_element(v, ir.Constant(i32, e)))
+            sums.append(total)
+        return sums
+
+    def fold(a, b, width):  # lanes of a and b paired `width` apart, halves added
+        lo = [i + (8 if (i // width) % 2 else 0) - (width if (i // width) % 2 else 0) for i in range(8)]
+        hi = [x + width for x in lo]
+        pick = lambda idx: builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, 8), idx))  # noqa: E731
+        return builder.add(pick(lo), pick(hi))
+
+    sums = []
+    for g in range(0, len(vectors), 8):
+        v = vectors[g : g + 8]
+        v = [fold(v[i], v[i + 1], 1) for i in range(0, 8, 2)]
+        v = [fold(v[i], v[i + 1], 2) for i in range(0, 4, 2)]
+        v = fold(v[0], v[1], 4)
+        sums += [builder.extract_element(v, ir.Constant(i32, e)) for e in range(8)]
+    return sums
 
 
 _dot_1x1 = _dot(1, 1)
@@ -177,3 +202,14 @@ def quantize_rows(h, out):
             v = v if v < np.float32(127.0) else np.float32(127.0)
             v = v if v > np.float32(-127.0) else np.float32(-127.0)
             ob[j] = np.uint8(np.int32(np.rint(v)) + 127)
+
+
+@_compiled
+def cell_stacked(z, bias, c, h):
+    """A later layer whose input and recurrent products are one stacked product `z`
+    (overwritten): pre-activations z + bias, then the gates of charlm.kernels."""
+    for r in range(c.shape[0]):
+        zr = z[r]
+        for k in range(zr.shape[0]):
+            zr[k] += bias[k]
+    _gates(z, c, h)

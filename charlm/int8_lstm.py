@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from charlm.int8_kernels import qmatmul, quantize_rows
-from charlm.kernels import cell_first, cell_next
+from charlm.int8_kernels import cell_stacked, qmatmul, quantize_rows
+from charlm.kernels import cell_first
 from charlm.numpy_lstm import _SCRATCH_SIZES, NumpyLSTM, State
-from charlm.quantize import QuantizedWeights, QuantMatrix, padded
+from charlm.quantize import QuantizedWeights, padded
 
 
 class _QScratch:
-    """Buffers for one batch size: float pre-activations and uint8 inputs per layer."""
+    """Buffers for one batch size: float pre-activations per layer, and per layer its
+    uint8 input: [h] for the first, [x; h] for later ones (each part padded), and h of
+    the last layer for the output layer."""
 
     def __init__(self, batch: int, units: list[int]) -> None:
-        self.z_rec = [np.empty((batch, 4 * u), np.float32) for u in units]
-        self.z_in = [np.empty((batch, 4 * u), np.float32) for u in units[1:]]
-        self.x = [np.zeros((batch, padded(u)), np.uint8) for u in units]
+        self.z = [np.empty((batch, 4 * u), np.float32) for u in units]
+        self.x = [np.zeros((batch, padded(units[0])), np.uint8)]
+        self.x += [np.zeros((batch, padded(a) + padded(b)), np.uint8) for a, b in zip(units, units[1:])]
+        self.out = np.zeros((batch, padded(units[-1])), np.uint8)
 
 
 class Int8LSTM(NumpyLSTM):
@@ -35,6 +38,7 @@ class Int8LSTM(NumpyLSTM):
 
     name = "numpy"
     precision = "int8"
+    pad_every = 4  # a quarter of the padding states' 0.8 MB (2x512): at most 3 more priming steps
 
     def __init__(self, weights: QuantizedWeights) -> None:  # noqa: super().__init__ wants float weights
         self.units = weights.units
@@ -42,28 +46,26 @@ class Int8LSTM(NumpyLSTM):
         self._scratch: dict[int, _QScratch] = {}
         self._padding = None
 
-    @staticmethod
-    def _product(h: np.ndarray, x: np.ndarray, m: QuantMatrix, out: np.ndarray) -> np.ndarray:
-        quantize_rows(h, x)
-        qmatmul(x, m.q, m.offset, m.scale, out)
-        return out
-
     def _layers(self, state: State, ids: np.ndarray, s: _QScratch) -> None:
         q = self.q
         h, c = state[0]
-        self._product(h, s.x[0], q.recurrent[0], s.z_rec[0])
-        cell_first(s.z_rec[0], q.table, ids, c, h)
+        quantize_rows(h, s.x[0])
+        qmatmul(s.x[0], q.first.q, q.first.offset, q.first.scale, s.z[0])
+        cell_first(s.z[0], q.table, ids, c, h)
         for layer in range(1, len(state)):
             x, (h, c) = h, state[layer]
-            self._product(x, s.x[layer - 1], q.kernels[layer - 1], s.z_in[layer - 1])
-            self._product(h, s.x[layer], q.recurrent[layer], s.z_rec[layer])
-            cell_next(s.z_in[layer - 1], s.z_rec[layer], q.biases[layer - 1], c, h)
+            m, split = q.later[layer - 1], padded(self.units[layer - 1])
+            quantize_rows(x, s.x[layer][:, :split])
+            quantize_rows(h, s.x[layer][:, split:])
+            qmatmul(s.x[layer], m.q, m.offset, m.scale, s.z[layer])
+            cell_stacked(s.z[layer], q.biases[layer - 1], c, h)
 
     def logits(self, state: State) -> np.ndarray:
         h = state[-1][0]
         s = self._scratch_for(len(h))
         out = np.empty((len(h), self.q.dense_b.shape[0]), np.float32)
-        self._product(h, s.x[-1], self.q.dense, out)
+        quantize_rows(h, s.out)
+        qmatmul(s.out, self.q.dense.q, self.q.dense.offset, self.q.dense.scale, out)
         out += self.q.dense_b
         return out
 
