@@ -1,12 +1,11 @@
 """8-bit weights for the CPU step: symmetric, one scale per output row, built at load.
 
 A weight matrix of Keras layout (inputs, outputs) becomes `q` (outputs, inputs padded to
-int8_kernels.LANES) int8 with w[i, j] ~ q[j, i] * step[j], step[j] = max_i |w[i, j]| / W_MAX.
-W_MAX is 64, not 127: the AVX2 kernel adds uint8 x int8 products in pairs in int16
-(`vpmaddubsw`), and 2 * 254 * 64 still fits, so every sum is exact (charlm.int8_kernels).
+int8_kernels.LANES) int8 with w[i, j] ~ q[j, i] * step[j], step[j] = max_i |w[i, j]| / 127.
 Activations h = o * tanh(c) lie in (-1, 1), so they need no per-step scale: each step
-stores them as round(127 h) + 127 in uint8, and `offset` (127 * the row's sum of q)
-takes the +127 back out.
+stores them as round(63 h) + 64 in uint8 (7 bits, so the AVX2 kernel's int16 pair sums
+never saturate: charlm.int8_kernels), and `offset` (64 * the row's sum of q) takes the
++64 back out.
 
 Both LSTM layers' recurrent and input kernels and the output layer are quantised. The
 embedding stays a float32 lookup: it is folded with layer 0's input kernel and bias into
@@ -22,13 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlm.int8_kernels import LANES, X_ZERO
+from charlm.int8_kernels import LANES, X_SCALE, X_ZERO
 from charlm.numpy_lstm import LSTMWeights
 
-W_MAX = 64
-"""Largest |q|: keeps the AVX2 kernel's int16 pair sums (2 * 254 * W_MAX) exact."""
-X_SCALE = 127.0
-"""Activations in (-1, 1) are stored as round(X_SCALE * h) + X_ZERO."""
+W_MAX = 127
+"""Largest |q|: with activations up to 127, the AVX2 kernel's pair sums (2 * 127 * 127) fit int16."""
 
 
 @dataclass

@@ -26,12 +26,13 @@ VOCAB = Vocabulary.from_text("abcdefghijklmnopqrstuvwxyz .,'\n")
 
 
 def _random_int8(rng, n: int, k: int, batch: int):
-    """Weights at the kernel's bounds (|q| <= W_MAX), activations over all of uint8's used range."""
+    """Weights and activations over their whole ranges, and at the bounds where a
+    saturating pair sum would show."""
     w = rng.integers(-W_MAX, W_MAX + 1, size=(n, k), dtype=np.int8)
-    w[0, :] = W_MAX  # the extremes, where a saturating pair sum would show
+    w[0, :] = W_MAX
     w[1, :] = -W_MAX
-    x = rng.integers(0, 255, size=(batch, k), dtype=np.uint8)
-    x[0, :] = 254
+    x = rng.integers(0, 2 * k8.X_ZERO, size=(batch, k), dtype=np.uint8)
+    x[0, :] = 2 * k8.X_ZERO - 1
     return w, x
 
 
@@ -74,7 +75,7 @@ def test_float_product_removes_the_zero_point_and_scales():
     k8.quantize_rows(h, x)
     out = np.empty((3, 40), np.float32)
     k8.qmatmul(x, m.q, m.offset, m.scale, out)
-    exact = (np.rint(h * 127) / 127) @ dequantize(m)
+    exact = (np.rint(h * k8.X_SCALE) / k8.X_SCALE) @ dequantize(m)
     assert np.abs(out - exact).max() < 1e-4
     step = np.abs(weights).max(axis=0) / W_MAX  # per output
     assert np.all(np.abs(dequantize(m) - weights) <= step / 2 + 1e-6)
@@ -96,7 +97,7 @@ def model():
 STEP_TOLERANCE = 0.1
 """Largest |logit difference| allowed between one int8 step and one float32 step from
 the same state, for logits of magnitude ~5 (this random model's; ~0.04 seen). Weights
-are kept to 129 levels per row (+-0.4% of the row's largest weight), activations to 255.
+are kept to 255 levels per row (+-0.2% of the row's largest weight), activations to 127.
 Over many steps a random network with large weights amplifies any difference, so the
 long-run check is on trained models: bits/char (test_eval_in_both_precisions,
 bench_int8)."""
@@ -177,12 +178,17 @@ def test_eval_in_both_precisions(tiny_model, text_file):
     assert out["int8"]["bits_per_char"] == pytest.approx(out["fp32"]["bits_per_char"], abs=0.01)
 
 
-def test_shipped_model_greedy_agrees_in_both_precisions():
-    """One of the 20 held-out prompts weights/README.md counts (the full count is in bench_int8)."""
+def test_shipped_model_greedy_agrees_in_both_precisions(corpora):
+    """Argmax continuations of seuss's 20 held-out prompts (charlm.jobs.recitation's:
+    100-character windows evenly spread over the held-out text) agree character for
+    character for the first 100 in most cases (bench_int8 counts all three models)."""
+    from charlm.corpus import load_corpus
+
     folder = WEIGHTS / "seuss"
-    prompt = "the cat in the hat"
-    fp32 = Generator.from_folder(folder, "numpy", "fp32")
-    int8 = Generator.from_folder(folder, "numpy", "int8")
-    window = [fp32.vocab.window(prompt).ids]
-    settings = [Sampling(temperature=0, length=100)]
-    assert int8.generate(window, settings) == fp32.generate(window, settings)
+    gens = {p: Generator.from_folder(folder, "numpy", p) for p in ("fp32", "int8")}
+    vocab = gens["fp32"].vocab
+    heldout = vocab.encode(load_corpus(corpora / "seuss.txt", vocab.lowercase, 0.1).split(0.1)[1]).ids
+    windows = [heldout[s : s + 100] for s in np.linspace(0, len(heldout) - 100, 20).astype(int)]
+    settings = [Sampling(temperature=0, length=100)] * len(windows)
+    fp32, int8 = (gens[p].generate(windows, settings) for p in ("fp32", "int8"))
+    assert sum(a == b for a, b in zip(fp32, int8)) > len(windows) / 2
