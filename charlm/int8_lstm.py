@@ -4,8 +4,8 @@ Same interface and state as charlm.numpy_lstm.NumpyLSTM (float32 (h, c) per laye
 rows join and leave the same way, and the engine drives both alike); only the weight
 products differ. Each product quantises its input rows to uint8 (h lies in (-1, 1):
 a fixed scale, no per-step statistics) and runs the int8 kernel of
-charlm.int8_kernels, which writes float32 pre-activations; the gates and the draw are
-charlm.kernels' as in float32. Priming and evaluation step one position at a time
+charlm.int8_kernels, which writes float32 pre-activations; the gates, the output layer
+and the draw are float32's. Priming and evaluation step one position at a time
 (the rows of a batch together), since the int8 product gains nothing from the
 float32 step's one-GEMM-per-layer trick: it is cheapest where it reads each weight once
 for every row.
@@ -23,14 +23,12 @@ from charlm.quantize import QuantizedWeights, padded
 
 class _QScratch:
     """Buffers for one batch size: float pre-activations per layer, and per layer its
-    uint8 input: [h] for the first, [x; h] for later ones (each part padded), and h of
-    the last layer for the output layer."""
+    uint8 input: [h] for the first, [x; h] for later ones (each part padded)."""
 
     def __init__(self, batch: int, units: list[int]) -> None:
         self.z = [np.empty((batch, 4 * u), np.float32) for u in units]
         self.x = [np.zeros((batch, padded(units[0])), np.uint8)]
         self.x += [np.zeros((batch, padded(a) + padded(b)), np.uint8) for a, b in zip(units, units[1:])]
-        self.out = np.zeros((batch, padded(units[-1])), np.uint8)
 
 
 class Int8LSTM(NumpyLSTM):
@@ -61,11 +59,8 @@ class Int8LSTM(NumpyLSTM):
             cell_stacked(s.z[layer], q.biases[layer - 1], c, h)
 
     def logits(self, state: State) -> np.ndarray:
-        h = state[-1][0]
-        s = self._scratch_for(len(h))
-        out = np.empty((len(h), self.q.dense_b.shape[0]), np.float32)
-        quantize_rows(h, s.out)
-        qmatmul(s.out, self.q.dense.q, self.q.dense.offset, self.q.dense.scale, out)
+        """The output layer in float32 (charlm.quantize says why)."""
+        out = state[-1][0] @ self.q.dense_w
         out += self.q.dense_b
         return out
 
