@@ -219,3 +219,15 @@ def cell_stacked(z, bias, c, h):
         for k in range(zr.shape[0]):
             zr[k] += bias[k]
     _gates(z, c, h)
+
+
+@_compiled
+def cell_table(z, table, table_scale, ids, c, h):
+    """The first layer: pre-activations z (h @ recurrent, overwritten) plus each row's
+    character's row of the int16 `table` (embedding @ kernel + bias) times its scale,
+    then the gates of charlm.kernels."""
+    for r in range(c.shape[0]):
+        zr, row, scale = z[r], table[ids[r]], table_scale[ids[r]]
+        for k in range(zr.shape[0]):
+            zr[k] += np.float32(row[k]) * scale
+    _gates(z, c, h)

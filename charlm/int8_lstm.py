@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from charlm.int8_kernels import cell_stacked, qmatmul, quantize_rows
-from charlm.kernels import cell_first
+from charlm.int8_kernels import cell_stacked, cell_table, qmatmul, quantize_rows
 from charlm.numpy_lstm import _SCRATCH_SIZES, NumpyLSTM, State
 from charlm.quantize import QuantizedWeights, padded
 
@@ -36,7 +35,7 @@ class Int8LSTM(NumpyLSTM):
 
     name = "numpy"
     precision = "int8"
-    pad_every = 4  # a quarter of the padding states' 0.8 MB (2x512): at most 3 more priming steps
+    pad_every = 8  # an eighth of the padding states' 0.8 MB (2x512), for at most 7 more priming steps
 
     def __init__(self, weights: QuantizedWeights) -> None:  # noqa: super().__init__ wants float weights
         self.units = weights.units
@@ -49,7 +48,7 @@ class Int8LSTM(NumpyLSTM):
         h, c = state[0]
         quantize_rows(h, s.x[0])
         qmatmul(s.x[0], q.first.q, q.first.offset, q.first.scale, s.z[0])
-        cell_first(s.z[0], q.table, ids, c, h)
+        cell_table(s.z[0], q.table, q.table_scale, ids, c, h)
         for layer in range(1, len(state)):
             x, (h, c) = h, state[layer]
             m, split = q.later[layer - 1], padded(self.units[layer - 1])
