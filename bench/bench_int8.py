@@ -164,7 +164,8 @@ def bench_loading(model: Path) -> None:
         print(f"  {precision}: read {statistics.median(reads) * 1e3:.0f} ms, {what} {statistics.median(quants) * 1e3:.1f} ms"
               f" (medians of 5); weights kept {kept / 2**20:.2f} MB")
     for precision in ("fp32", "int8"):
-        out = subprocess.run([sys.executable, "-m", "bench.bench_versions", "--model", str(model), "--precision", precision],
+        out = subprocess.run([sys.executable, "-m", "bench.bench_versions", "--model", str(model), "--precision", precision,
+                             "--copies", "5"],
                              capture_output=True, text=True, cwd=ROOT, timeout=600)
         print("  " + "\n  ".join(out.stdout.strip().splitlines()) if out.returncode == 0 else f"  bench_versions failed: {out.stderr[-300:]}")
 
