@@ -27,7 +27,7 @@ Precision = Literal["int8", "fp32"]
 PRECISIONS: tuple[str, ...] = ("int8", "fp32")
 SERVING_PRECISION: Precision = "int8"
 """What the engine (and so the bot) steps in on a CPU unless told otherwise: int8 is
-2-3x faster and a quarter of the memory, and keeps every shipped model within 0.001
+2-4x faster and a quarter of the memory, and keeps every shipped model within 0.001
 bits/char of float32 (README, Design). Generator and `eval` default to float32, the
 reference that Keras and the cards agree with."""
 
