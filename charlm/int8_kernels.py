@@ -37,7 +37,18 @@ from charlm.kernels import _gates
 LANES = 32
 """Inputs per vector step: rows are padded with zeros to a multiple of this."""
 
-HAS_AVX2 = bool(_llvm.get_host_cpu_features().get("avx2", False))
+def _host_avx2() -> bool:
+    """Whether numba compiles for this CPU and it has AVX2. With NUMBA_CPU_NAME (say
+    "generic", for caches shared between machines) the AVX2 intrinsics might not exist
+    on the target, so the portable IR is used."""
+    from numba.core import config
+
+    if config.CPU_NAME not in (None, "host") or config.CPU_FEATURES:
+        return False
+    return bool(_llvm.get_host_cpu_features().get("avx2", False))
+
+
+HAS_AVX2 = _host_avx2()
 
 
 def _compiled(fn):

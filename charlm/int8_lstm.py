@@ -37,7 +37,7 @@ class Int8LSTM(NumpyLSTM):
     precision = "int8"
     pad_every = 8  # an eighth of the padding states' 0.8 MB (2x512), for at most 7 more priming steps
 
-    def __init__(self, weights: QuantizedWeights) -> None:  # noqa: super().__init__ wants float weights
+    def __init__(self, weights: QuantizedWeights) -> None:  # not NumpyLSTM.__init__: no float32 weights here
         self.units = weights.units
         self.q = weights
         self._scratch: dict[int, _QScratch] = {}
