@@ -4,7 +4,8 @@
 
 Training: targets learned per second (the recipe: one per window; charlm: every position).
 Generation: milliseconds per character, recipe loop vs charlm's stateful CPU stepping
-(numpy BLAS + compiled kernels; one prompt, and 32 prompts at once).
+(numpy BLAS + compiled kernels, and the int8 step of charlm.int8_lstm; one prompt, and
+32 prompts at once).
 """
 
 from __future__ import annotations
@@ -76,21 +77,22 @@ def bench_generation(vocab: Vocabulary, ids: np.ndarray, preset_name: str, recip
     start = time.perf_counter()
     recipe_generate(recipe, window, recipe_chars, len(vocab))
     recipe_ms = (time.perf_counter() - start) / recipe_chars * 1000
-    gen = Generator(SavedModel(model, vocab, {}, None), "numpy")
-    gen.generate([window], [Sampling(temperature=0, length=20)])
-    rows = {}
-    for batch in (1, 32):
-        windows = [ids[i * 100 : i * 100 + 100] for i in range(batch)]
-        settings = [Sampling(temperature=0.8, seed=i, length=400) for i in range(batch)]
-        start = time.perf_counter()
-        gen.generate(windows, settings)
-        rows[batch] = (time.perf_counter() - start) / 400 * 1000  # ms per step of the whole batch
     print(f"generation, {preset_name}, 400 chars after a 100-char prompt (recipe timed on {recipe_chars} chars):")
     print(f"  recipe  predict on sliding window : {recipe_ms:8.2f} ms/char  ({recipe_ms * 400 / 1000:.1f} s per reply)")
-    print(f"  charlm  stateful numpy, 1 prompt  : {rows[1]:8.3f} ms/char  ({rows[1] * 400 / 1000:.2f} s per reply)"
-          f"  -> {recipe_ms / rows[1]:.0f}x faster")
-    print(f"  charlm  stateful numpy, 32 prompts: {rows[32] / 32:8.3f} ms/char  ({rows[32]:.2f} ms per step of 32)"
-          f"  -> {recipe_ms / (rows[32] / 32):.0f}x faster per char")
+    for precision in ("fp32", "int8"):
+        gen = Generator(SavedModel(model, vocab, {}, None), "numpy", precision)
+        gen.generate([window], [Sampling(temperature=0, length=20)])
+        rows = {}
+        for batch in (1, 32):
+            windows = [ids[i * 100 : i * 100 + 100] for i in range(batch)]
+            settings = [Sampling(temperature=0.8, seed=i, length=400) for i in range(batch)]
+            start = time.perf_counter()
+            gen.generate(windows, settings)
+            rows[batch] = (time.perf_counter() - start) / 400 * 1000  # ms per step of the whole batch
+        print(f"  charlm  {precision} stateful, 1 prompt  : {rows[1]:8.3f} ms/char  ({rows[1] * 400 / 1000:.2f} s per reply)"
+              f"  -> {recipe_ms / rows[1]:.0f}x faster")
+        print(f"  charlm  {precision} stateful, 32 prompts: {rows[32] / 32:8.3f} ms/char  ({rows[32]:.2f} ms per step of 32)"
+              f"  -> {recipe_ms / (rows[32] / 32):.0f}x faster per char")
 
 
 def main() -> None:

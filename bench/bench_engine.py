@@ -1,6 +1,6 @@
 """Generation speed through the engine vs the recipe's loop and the mat-vec floor, in one run.
 
-    python bench/bench_engine.py [--preset default] [--backend auto] [--recipe-chars 20]
+    python bench/bench_engine.py [--preset default] [--backend auto] [--recipe-chars 20] [--precision fp32]
 
 (a) the recipe: sliding 100-char window, `model.predict` per character, argmax
     (only `--recipe-chars` characters are run; per-character time is extrapolated);
@@ -15,6 +15,8 @@ compare the CPU ones. charlm runs OpenBLAS on one thread (charlm.blas, measured 
 bench/bench_threads.py); set OPENBLAS_NUM_THREADS to try others.
 Engine requests sample at temperature 0.8 (what the bot does); the recipe takes argmax.
 Random weights of the preset: the cost of a step does not depend on their values.
+The floors are of float32 mat-vecs, so the engine runs in fp32 unless --precision int8
+(whose own floor bench/bench_int8.py prints).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def main() -> None:
     ap.add_argument("--backend", default="auto", choices=["auto", "numpy", "tensorflow"])
     ap.add_argument("--recipe-chars", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     a = ap.parse_args()
 
     text = CORPUS.read_text("utf-8") if CORPUS.is_file() else "alice was beginning to get very tired. " * 500
@@ -95,7 +98,7 @@ def main() -> None:
     print(f"preset {a.preset} ({spec.layers}x{spec.units}), vocab {len(vocab)}, {os.cpu_count()} CPUs, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
 
-    with Engine(folders, backend=a.backend, max_batch=STREAMS) as engine:
+    with Engine(folders, backend=a.backend, max_batch=STREAMS, precision=a.precision) as engine:
         rss_loaded = rss_mib()[0]
         backend = engine.models()["one"].backend
         one = lambda n: engine.submit("one", prompts[0], Sampling(seed=0, length=n)).result()  # noqa: E731

@@ -1,6 +1,6 @@
 """Item 5 of issue 11: what a fine-tuned version costs when it is loaded on demand.
 
-    python -m bench.bench_versions [--model weights/seuss] [--copies 3] [--length 400]
+    python -m bench.bench_versions [--model weights/seuss] [--copies 3] [--length 400] [--precision int8]
 
 For `copies` versions (the same folder under different engine keys, as the bot loads each
 version under `name@vN`): the resident memory each one adds once loaded, and the latency
@@ -33,9 +33,10 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--length", type=int, default=400)
     parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--precision", default="int8", choices=["int8", "fp32"])
     args = parser.parse_args()
     settings = Sampling(temperature=0.8, length=args.length, seed=0)
-    with Engine(backend=args.backend) as engine:
+    with Engine(backend=args.backend, precision=args.precision) as engine:
         engine.load("seuss", args.model)  # the shipped model, loaded at start as in the bot
         engine.submit("seuss", "warm up", settings).result()
         gc.collect()
@@ -59,7 +60,7 @@ def main() -> None:
             engine.unload(key)
         gc.collect()
         after_unload = rss_mb()
-    print(f"model {args.model} on {args.backend}, {args.copies} versions, {args.length} characters per request")
+    print(f"model {args.model} on {args.backend} ({args.precision}), {args.copies} versions, {args.length} characters per request")
     print(f"load + warm-up: median {statistics.median(loads):.2f} s  (each: {', '.join(f'{x:.2f}' for x in loads)})")
     print(f"first request to an unloaded version (load + generate): median {statistics.median(first):.2f} s "
           f"(each: {', '.join(f'{x:.2f}' for x in first)})")

@@ -39,7 +39,7 @@ async def run_check(config: Config) -> list[str]:
         for name in config.models.folders():
             result = await context.engine.generate(name, PROMPT, Sampling(temperature=0, length=40))
             version = result.version
-            lines.append(f"model {name} v0 ({version.path}, {version.backend}): "
+            lines.append(f"model {name} v0 ({version.path}, {version.backend}, {version.precision}): "
                          f"{result.window.prompt_text!r} -> {result.text!r}")
     finally:
         await context.close()

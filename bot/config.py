@@ -162,6 +162,8 @@ class EngineConfig:
     """How the inference engine batches requests."""
 
     backend: str = setting("auto", choice("auto", "numpy", "tensorflow"))
+    precision: str = setting("int8", choice("int8", "fp32"))
+    """What the CPU step's weights are held in: int8 (quantised at load) or fp32; a GPU steps in fp32."""
     batch_wait_ms: float = setting(1.0, number(0, 1000))
     max_batch: int = setting(128, integer(1, 4096))
     max_loaded: int = setting(8, integer(1, 1000))

@@ -124,7 +124,7 @@ class BotContext:
             await import_history(db, config.history.database)
             engine = Engine(backend=config.engine.backend, max_queue=config.limits.queue_size,
                             max_batch=config.engine.max_batch, batch_wait=config.engine.batch_wait_ms / 1000,
-                            nice=ENGINE_NICE)
+                            nice=ENGINE_NICE, precision=config.engine.precision)
             try:
                 for name, folder in config.models.folders().items():
                     await asyncio.to_thread(engine.load, name, folder)

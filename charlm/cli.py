@@ -9,6 +9,8 @@ from pathlib import Path
 
 from charlm.errors import CharLMError
 
+PRECISION_CHOICES = ("int8", "fp32")  # charlm.generate.PRECISIONS, without importing numpy for --help
+
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     from charlm.train_config import TrainConfig
@@ -80,7 +82,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
     from charlm.generate import Generator, Sampling
 
     sampling = Sampling(temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, seed=a.seed, length=a.length)
-    gen = Generator.from_folder(a.model)
+    gen = Generator.from_folder(a.model, precision=a.precision)
     window = gen.vocab.window(a.prompt)
     if window.dropped:
         print(f"note: {sum(window.dropped.values())} characters the model does not know were dropped", file=sys.stderr)
@@ -88,28 +90,28 @@ def cmd_generate(a: argparse.Namespace) -> None:
     print(window.prompt_text + text)
 
 
-def _scorer(folder: Path):
-    """(opened folder, model to score with): Keras on the GPU, else charlm's numpy step,
-    so no TensorFlow is imported in this process."""
-    from charlm.generate import gpu_available
+def _scorer(folder: Path, precision: str = "fp32"):
+    """(opened folder, model to score with): for fp32 Keras on the GPU, else charlm's
+    numpy step, so no TensorFlow is imported in this process; int8 is the CPU step the
+    engine serves with, on a GPU host too (it is what is being measured)."""
+    from charlm.generate import choose_backend, gpu_available
 
-    if gpu_available():
+    if precision == "fp32" and gpu_available():
         from charlm.storage import load_model_folder
 
         saved = load_model_folder(folder)
         return saved, saved.model
-    from charlm.numpy_lstm import NumpyLSTM
     from charlm.storage import read_model_folder
 
     saved = read_model_folder(folder)
-    return saved, NumpyLSTM(saved.weights)
+    return saved, choose_backend(saved.weights, "numpy", precision)
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
     from charlm.corpus import load_corpus
     from charlm.evaluate import evaluate
 
-    saved, scorer = _scorer(a.model)
+    saved, scorer = _scorer(a.model, a.precision)
     corpus = load_corpus(a.corpus, saved.vocab.lowercase, a.holdout)
     text = corpus.split(a.holdout)[1] if a.heldout_only else corpus.text
     if a.max_chars:
@@ -118,7 +120,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
     if len(ids) < 2:
         raise CharLMError(f"{corpus.name} has no characters this model knows")
     result = evaluate(scorer, ids)
-    print(json.dumps({"model": str(a.model), "corpus": corpus.name, "chars": result.chars,
+    print(json.dumps({"model": str(a.model), "precision": a.precision, "corpus": corpus.name, "chars": result.chars,
                       "bits_per_char": round(result.bits_per_char, 4),
                       "nats_per_char": round(result.nats_per_char, 4)}))
 
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=0, help="sample only among the k likeliest characters (0: all)")
     p.add_argument("--top-p", type=float, default=1.0, help="sample only among the likeliest characters whose probabilities add up to p (1: all)")
     p.add_argument("--seed", type=int, default=None, help="random seed for reproducible output")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="int8",
+                   help="weights the CPU step holds: int8 (quantised at load, what the bot serves; default) or fp32")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="bits per character of a model on a text")
@@ -175,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-only", action="store_true", help="score only the last --holdout fraction (the part training never saw)")
     p.add_argument("--holdout", type=float, default=0.1, help="held-out fraction for --heldout-only (default 0.1)")
     p.add_argument("--max-chars", type=int, default=0, help="score at most this many characters (0: all)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+                   help="fp32 (the model itself, as its card reports; default) or int8 (the quantised CPU step the bot serves with)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("pad", help="measure which character a model's short prompts are best padded with")

@@ -38,7 +38,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from charlm.errors import CharLMError
-from charlm.generate import Backend, Batch, choose_backend
+from charlm.generate import SERVING_PRECISION, Backend, Batch, Precision, choose_backend
 from charlm.sampling import Sampling
 from charlm.storage import read_model_folder
 from charlm.vocab import PromptWindow, Vocabulary
@@ -75,6 +75,7 @@ class ModelVersion:
     created: str | None
     path: str
     backend: str  # "numpy" or "tensorflow"
+    precision: str = "fp32"  # "int8" or "fp32": what its steps ran in
 
     def __str__(self) -> str:
         return f"{self.name} v{self.number}"
@@ -156,6 +157,8 @@ class Engine:
     call `close()`.
 
     backend: "auto" (numpy on a CPU, TensorFlow on a GPU), "numpy" or "tensorflow".
+    precision: "int8" (weights quantised at load, charlm.quantize) or "fp32", for the
+        numpy backend; TensorFlow steps in float32.
     max_queue: requests waiting to join a batch before `submit` raises EngineBusy.
     max_batch: most rows stepped together per model version.
     batch_wait: seconds an idle engine waits for more requests before priming.
@@ -167,11 +170,12 @@ class Engine:
 
     def __init__(self, models: Mapping[str, str | Path] | None = None, *, backend: Backend = "auto",
                  max_queue: int = 64, max_batch: int = 32, batch_wait: float = 0.001, chunk: int = 16,
-                 nice: int = 0) -> None:
+                 nice: int = 0, precision: Precision = SERVING_PRECISION) -> None:
         if max_queue < 1 or max_batch < 1 or chunk < 1 or batch_wait < 0:
             raise CharLMError("max_queue, max_batch and chunk must be at least 1, batch_wait not negative")
         self.nice = nice
         self.backend: Backend = backend
+        self.precision: Precision = precision
         self.max_queue, self.max_batch, self.batch_wait, self.chunk = max_queue, max_batch, batch_wait, chunk
         self._cv = threading.Condition()
         self._pending: deque[_Request] = deque()
@@ -197,17 +201,17 @@ class Engine:
         """
         started = time.perf_counter()
         saved = read_model_folder(folder)  # numpy arrays, without importing Keras
-        stepper = choose_backend(saved.weights, self.backend)
+        stepper = choose_backend(saved.weights, self.backend, self.precision)
         _warm_up(stepper, saved.vocab, self.chunk)
         with self._cv:
             if self._closing:
                 raise EngineClosed("the engine is shut down")
             number = self._loads[name] = self._loads.get(name, 0) + 1
             version = ModelVersion(name, number, saved.card.get("name"), saved.card.get("created"),
-                                   str(saved.path), stepper.name)
+                                   str(saved.path), stepper.name, stepper.precision)
             self._models[name] = _Loaded(version, saved.vocab, stepper)
-        log.info("loaded %s from %s on %s in %.1fs (warmed up)", version, folder, stepper.name,
-                 time.perf_counter() - started)
+        log.info("loaded %s from %s on %s (%s) in %.1fs (warmed up)", version, folder, stepper.name,
+                 stepper.precision, time.perf_counter() - started)
         return version
 
     def unload(self, name: str) -> ModelVersion:

@@ -78,17 +78,18 @@ class LSTMWeights:
 
 @dataclass
 class _PaddingStates:
-    """Each layer's (h, c) after 0, 1, 2, ... repeats of the padding character `pad`."""
+    """Each layer's (h, c) after 0, every, 2 * every, ... repeats of the padding character `pad`."""
 
     pad: int
-    layers: list[tuple[np.ndarray, np.ndarray]]  # per layer: (positions + 1, units) each
+    layers: list[tuple[np.ndarray, np.ndarray]]  # per layer: (positions // every + 1, units) each
+    every: int = 1
 
     def covers(self, pad: int, positions: int) -> bool:
-        return self.pad == pad and len(self.layers[0][0]) > positions
+        return self.pad == pad and len(self.layers[0][0]) > positions // self.every
 
     def state_after(self, positions: int, batch: int) -> State:
-        return [(np.repeat(h[positions][None], batch, axis=0), np.repeat(c[positions][None], batch, axis=0))
-                for h, c in self.layers]
+        i = positions // self.every
+        return [(np.repeat(h[i][None], batch, axis=0), np.repeat(c[i][None], batch, axis=0)) for h, c in self.layers]
 
 
 class _Scratch:
@@ -109,6 +110,9 @@ class NumpyLSTM:
     """
 
     name = "numpy"
+    precision = "fp32"
+    pad_every = 1
+    """Padding states kept every this many positions (priming steps the rest)."""
 
     def __init__(self, weights: LSTMWeights) -> None:
         self.units = weights.units
@@ -139,14 +143,17 @@ class NumpyLSTM:
         pad = columns[0, 0]
         differs = columns != pad
         skip = int(np.where(differs.any(axis=0), differs.argmax(axis=0), steps).min())
+        skip -= skip % self.pad_every
         if skip < 2:
             return 0, self.zero_state(batch)
         if self._padding is None or not self._padding.covers(pad, skip):
             record: list[tuple[np.ndarray, np.ndarray]] = []
             self._run(self.zero_state(1), np.full((steps, 1), pad, np.int32), record)
             zeros = [np.zeros((1, u), np.float32) for u in self.units]
-            self._padding = _PaddingStates(int(pad), [(np.concatenate([z, h[:, 0]]), np.concatenate([z, c[:, 0]]))
-                                                      for (h, c), z in zip(record, zeros)])
+            e = self.pad_every
+            self._padding = _PaddingStates(
+                int(pad), [(np.concatenate([z, h[e - 1 :: e, 0]]), np.concatenate([z, c[e - 1 :: e, 0]]))
+                           for (h, c), z in zip(record, zeros)], e)
         return skip, self._padding.state_after(skip, batch)
 
     def _run(self, state: State, columns: np.ndarray,

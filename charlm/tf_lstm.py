@@ -43,6 +43,7 @@ class TFLSTM:
     """Stateful stepping with the loop inside tf.function (GPU path)."""
 
     name = "tensorflow"
+    precision = "fp32"  # the GPU path steps in float32 whatever precision is asked for
 
     def __init__(self, weights: LSTMWeights) -> None:
         self.table = tf.constant(weights.table)

@@ -49,16 +49,18 @@ def test_an_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ""))
     assert config.generation.default_length == 400
     assert config.discord.sync_guild_id == 0
+    assert config.engine.precision == "int8"  # the shipped models keep their quality in int8 (issue 20)
     assert config.admin.user_ids == ()
 
 
 def test_values_are_read(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "[admin]\nuser_ids = [7, 8]\n[generation]\nmax_temperature = 2\n"
-                                         "[discord]\nsync_guild_id = 42\n[engine]\nbackend = \"numpy\"\n"))
+                                         "[discord]\nsync_guild_id = 42\n[engine]\nbackend = \"numpy\"\n"
+                                         "precision = \"fp32\"\n"))
     assert config.admin.user_ids == (7, 8)
     assert config.generation.max_temperature == 2.0
     assert config.discord.sync_guild_id == 42
-    assert config.engine.backend == "numpy"
+    assert config.engine.backend == "numpy" and config.engine.precision == "fp32"
 
 
 def test_shards_are_read_and_name_the_health_file(tmp_path: Path) -> None:
@@ -108,6 +110,8 @@ BAD = [
      "config.toml: [limits] shutdown_grace must be a number between 0 and 120, got 500"),
     ('[engine]\nbackend = "cuda"',
      'config.toml: [engine] backend must be one of "auto", "numpy", "tensorflow", got "cuda"'),
+    ('[engine]\nprecision = "int4"',
+     'config.toml: [engine] precision must be one of "int8", "fp32", got "int4"'),
     ("[engine]\nbatch_wait_ms = -5",
      "config.toml: [engine] batch_wait_ms must be a number between 0 and 1000, got -5"),
     ("[engine]\nmax_batch = 0",

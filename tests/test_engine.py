@@ -10,7 +10,7 @@ import pytest
 
 from charlm.engine import Engine, EngineBusy, EngineClosed, EngineTimeout, GenerationFailed
 from charlm.errors import CharLMError
-from charlm.generate import Generator
+from charlm.generate import SERVING_PRECISION, Generator
 from charlm.model import ModelSpec, build_model
 from charlm.numpy_lstm import NumpyLSTM
 from charlm.sampling import Sampling
@@ -44,7 +44,7 @@ def engine(folders):
 
 
 def _direct(folder, prompt: str, settings: Sampling) -> str:
-    gen = Generator.from_folder(folder, "numpy")
+    gen = Generator.from_folder(folder, "numpy", SERVING_PRECISION)  # what the engine steps in by default
     return gen.generate([gen.vocab.window(prompt).ids], [settings])[0]
 
 

@@ -56,6 +56,12 @@ def record_previous(folder: Path) -> None:
                               "base": (card.get("base") or {}).get("name"), "samples": samples(folder / name, prompts)}
     PREVIOUS.write_text(json.dumps(previous, indent=1) + "\n", "utf-8")
 
+INT8 = {  # `python -m bench.bench_int8 --quality`: held-out bits/char of the fp32 and int8 steps, and
+    # how many of the 20 held-out prompts' argmax continuations keep fp32's first 100 characters
+    "alice": (1.4741, 1.4741, 17),
+    "seuss": (2.0697, 2.0699, 18),
+    "storybook": (1.6324, 1.6325, 12),
+}
 
 PAD_NAMES = {" ": "space", "\n": "newline"}
 
@@ -68,6 +74,16 @@ def pad_row(card: dict) -> str:
     bits = ", ".join(f"{PAD_NAMES[c]} {b:.3f}" for c, b in padding["bits_per_char"].items())
     return (f"| short prompts padded with | {PAD_NAMES[padding['char']]} (bits/char on {padding['openings']} held-out "
             f"paragraph openings after a window of it: {bits}) |")
+
+
+def int8_row(name: str) -> str:
+    """The table row for the int8 step the bot serves with ([engine] precision)."""
+    if name not in INT8:
+        return "| int8 step (what the bot serves) | not measured |"
+    fp32, int8, agree = INT8[name]
+    return (f"| int8 step (what the bot serves) | {int8:.4f} held-out bits/char ({int8 - fp32:+.4f} against the fp32 "
+            f"step's {fp32:.4f}); argmax continuations of its 20 held-out prompts keep fp32's first 100 characters "
+            f"in {agree} of 20 |")
 
 
 def section(name: str, prompts: list[str]) -> str:
@@ -86,6 +102,7 @@ def section(name: str, prompts: list[str]) -> str:
         f"| training | {t['epochs_run']} epochs, best {t['best_epoch']} ({t['stopped']}), {t['seconds'] / 60:.1f} min, lr {t['config']['learning_rate']} |",
         f"| train / validation loss (nats) | {card['train_loss']} / {card['val_loss']} |",
         pad_row(card),
+        int8_row(name),
         f"| 40-char strings of output found verbatim in training text | {card['recitation']['verbatim_40char_share']:.1%} |",
         f"| corpus sha256 | `{card['corpus']['sha256']}` |",
         "",
@@ -131,6 +148,11 @@ def main() -> None:
         "A prompt shorter than 100 characters is left-padded with each model's measured pad",
         "(charlm.padding); the previous models' samples were padded with spaces, which the new",
         "ones read as indented verse.",
+        "",
+        "The bot steps in int8 by default (charlm.quantize: 8-bit LSTM weights, one scale per",
+        "output row): each table gives its held-out bits/char beside the float32 step's, and",
+        "how often greedy text follows float32's (`python -m bench.bench_int8 --quality`). The",
+        "samples below are the float32 step's.",
         "",
     ]
     body = [section(name, prompts) for name, prompts in MODELS.items() if (HERE / name / "card.json").is_file()]
