@@ -61,6 +61,9 @@ async def serve(config_path: Path) -> None:
     if not config.postgres:
         raise CharLMError(NEEDS_POSTGRES)
     db = await open_database(config.database_url)
+    from bot.endpoint import serve_trainer_metrics
+
+    stop_metrics = await serve_trainer_metrics(config, db)  # [metrics] port: /metrics and /healthz
     worker = f"{socket.gethostname()}:{os.getpid()}"
     registry = Registry(db, settings.models_dir, config.models.folders())
 
@@ -88,6 +91,7 @@ async def serve(config_path: Path) -> None:
         log.info("stopping: %d job(s) running are stopped and marked interrupted", len(runner.running))
         await runner.shutdown()
     finally:
+        await stop_metrics()
         await db.dispose()
 
 
