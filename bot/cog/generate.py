@@ -209,6 +209,8 @@ class GenerationCog(commands.Cog):
             await live.stop()
             if live.first_text is not None:
                 first_text.append(live.first_text)
+        if not first_text:  # short enough to arrive in one piece: the final text is the first
+            first_text.append(time.perf_counter())
         record.window, record.output = result.window.text, result.text  # as the engine saw them
         notes = window_notes(result.window, WINDOW)
         content = final_reply(result.window.prompt_text, result.text, label, temperature, notes)
