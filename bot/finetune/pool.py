@@ -72,7 +72,8 @@ class LoadedVersions:
         self._queues: dict[int, deque[tuple[str, Version]]] = {}  # per server, at most LOAD_QUEUE
         self._turns: deque[int] = deque()  # servers with loads waiting, in turn order
         self._loader: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="charlm-load", initializer=_lower_priority)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="charlm-load", initializer=_lower_priority)
+        """The one loader thread (nice +ENGINE_NICE): loads run on it one at a time."""
 
     async def ensure(self, version: Version, scope: int | None = None) -> str:
         """The engine key for a version, loading it first if it is not in memory.
@@ -121,7 +122,7 @@ class LoadedVersions:
             load = self._loading[key]
             try:
                 started = time.perf_counter()
-                await loop.run_in_executor(self._executor, self.context.engine.load, key, version.folder)
+                await loop.run_in_executor(self.executor, self.context.engine.load, key, version.folder)
                 seconds = time.perf_counter() - started
                 self.loaded[key] = _Entry(version, scope)
                 metrics = self.context.metrics
