@@ -76,9 +76,12 @@ class LiveReply:
         self.place = place
 
     def content(self) -> str:
-        if not self.text and self.place and self.waiting is not None:
+        """What the reply should show now; empty: nothing yet (the "thinking…" stays)."""
+        if self.text:
+            return self.render(self.text)
+        if self.place and self.waiting is not None:
             return self.waiting(self.place)
-        return self.render(self.text)
+        return ""
 
     async def _run(self) -> None:
         while not self._done.is_set():
@@ -88,7 +91,7 @@ class LiveReply:
             except asyncio.TimeoutError:
                 pass
             content = self.content()
-            if content != self.shown:
+            if content and content != self.shown:
                 self.shown = content
                 try:
                     await self.interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
