@@ -203,6 +203,7 @@ class Engine:
         self._step = 0  # batch boundaries passed
         self._rows = 0  # rows running at the last boundary
         self._on_step = on_step
+        self._changed = False  # a request arrived since the line was last ranked
         self._models: dict[str, _Loaded] = {}
         self._loads: dict[str, int] = {}
         self._closing = False
@@ -301,6 +302,7 @@ class Engine:
             request.future.add_done_callback(lambda _: self._release(owner))
             self._seq += 1
             request.seq, request.submitted_step = self._seq, self._step
+            self._changed = True
             self._pending.append(request)
             self._cv.notify()
         return request.future
@@ -410,6 +412,10 @@ class Engine:
                 _settle(request.future, error=EngineTimeout("timed out while waiting in the queue"))
             else:
                 live.append(request)
+        room = {loaded: self.max_batch - len(lane.requests) for loaded, lane in lanes.items()}
+        if not self._changed and len(live) == len(self._pending) and all(room.get(r.loaded, 1) <= 0 for r in live):
+            return {}, []  # every batch is full and the line is as it was: nothing to rank (a flood's steady state)
+        self._changed = False
         running = Counter(r.owner for lane in lanes.values() for r in lane.requests)
         left: list[_Request] = []
         for request in self._scheduler.order(live, running):

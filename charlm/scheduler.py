@@ -74,10 +74,12 @@ class Scheduler:
         """The waiting requests (given in arrival order) in the order they should join."""
         if self.schedule == "fifo":
             return list(waiting)
-        ahead: Counter[Owner] = Counter()
-        ranked = []
-        for request in waiting:
-            ranked.append((running[request.owner] + ahead[request.owner], request.seq, request))
-            ahead[request.owner] += 1
-        ranked.sort(key=lambda item: item[:2])
-        return [request for _, _, request in ranked]
+        waiting = list(waiting)
+        held = dict(running)  # rows each owner has, growing by its requests ahead in line
+        ranks = []
+        for i, request in enumerate(waiting):
+            rank = held.get(request.owner, 0)
+            held[request.owner] = rank + 1
+            ranks.append((rank, request.seq, i))
+        ranks.sort()  # plain tuples: no key function per comparison
+        return [waiting[i] for _, _, i in ranks]
