@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.metrics import Metrics, watch_jobs
+from bot.metrics import JOBS_EVERY, Metrics, watch_jobs
 
 log = logging.getLogger(__name__)
 Health = Callable[[], Awaitable[str | None]]
@@ -73,14 +73,15 @@ async def database_answers(db: AsyncEngine, timeout: float = 2.0) -> str | None:
     return None
 
 
-async def serve_trainer_metrics(config, db: AsyncEngine) -> Callable[[], Awaitable[None]]:
-    """A trainer's endpoint ([metrics] port; 0: none): job counts and durations, and /healthz
-    as "the database answers". Returns what stops it."""
+async def serve_trainer_metrics(config, db: AsyncEngine, worker: str | None = None,
+                                every: float = JOBS_EVERY) -> Callable[[], Awaitable[None]]:
+    """A trainer's endpoint ([metrics] port; 0: none): job counts, the durations of the jobs
+    `worker` trained, and /healthz as "the database answers". Returns what stops it."""
     metrics = Metrics(config.models.folders())
     endpoint = Endpoint(metrics, lambda: database_answers(db), config.metrics.host, config.metrics.port,
                         "ok: the database answers")
     await endpoint.start()
-    watching = asyncio.create_task(watch_jobs(db, metrics, durations=True)) if config.metrics.port else None
+    watching = asyncio.create_task(watch_jobs(db, metrics, durations=True, every=every, worker=worker)) if config.metrics.port else None
 
     async def stop() -> None:
         if watching is not None:

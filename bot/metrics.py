@@ -90,9 +90,12 @@ class Metrics:
             self.reply_seconds.labels(shard_label, model_label).observe(reply_s)
 
 
-async def watch_jobs(db: AsyncEngine, metrics: Metrics, durations: bool, every: float = JOBS_EVERY) -> None:
+async def watch_jobs(db: AsyncEngine, metrics: Metrics, durations: bool, every: float = JOBS_EVERY,
+                     worker: str | None = None) -> None:
     """Keep charbot_finetune_jobs current; with `durations` (the process that trains), also
-    observe the duration of each job that finished since the last look. Runs until cancelled."""
+    observe the duration of each job that finished since the last look, only those of
+    `worker` when given (a trainer: several trainers never count one job twice). Runs until
+    cancelled."""
     from bot.db.schema import jobs
 
     since = time.time()
@@ -101,8 +104,11 @@ async def watch_jobs(db: AsyncEngine, metrics: Metrics, durations: bool, every: 
             async with db.connect() as conn:
                 counts = dict((await conn.execute(sa.select(jobs.c.state, sa.func.count()).group_by(
                     jobs.c.state))).all())
-                finished = (await conn.execute(sa.select(jobs.c.state, jobs.c.started_at, jobs.c.finished_at).where(
-                    jobs.c.finished_at > since, jobs.c.started_at.is_not(None)))).all() if durations else []
+                query = sa.select(jobs.c.state, jobs.c.started_at, jobs.c.finished_at).where(
+                    jobs.c.finished_at > since, jobs.c.started_at.is_not(None))
+                if worker is not None:
+                    query = query.where(jobs.c.worker == worker)
+                finished = (await conn.execute(query)).all() if durations else []
             for state in JOB_STATES:
                 metrics.jobs.labels(state).set(counts.get(state, 0))
             for state, started, ended in finished:

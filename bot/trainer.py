@@ -61,10 +61,10 @@ async def serve(config_path: Path) -> None:
     if not config.postgres:
         raise CharLMError(NEEDS_POSTGRES)
     db = await open_database(config.database_url)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
     from bot.endpoint import serve_trainer_metrics
 
-    stop_metrics = await serve_trainer_metrics(config, db)  # [metrics] port: /metrics and /healthz
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+    stop_metrics = await serve_trainer_metrics(config, db, worker)  # [metrics] port: /metrics and /healthz
     registry = Registry(db, settings.models_dir, config.models.folders())
 
     async def on_version(version) -> None:

@@ -124,3 +124,53 @@ def test_healthz_follows_the_gateway_session_down_and_back(tmp_path: Path, tiny_
         assert await until(http, config, 200) == "ok: every shard of this process is connected and the database answers\n"
 
     run(config, scenario)
+
+
+def test_a_trainer_serves_job_counts_and_durations(tmp_path: Path, tiny_model: Path) -> None:
+    """bot.trainer's endpoint: jobs by state, each finished job's duration once, /healthz on the database."""
+    import sqlalchemy as sa
+
+    from bot.db.engine import open_database
+    from bot.db.schema import jobs
+    from bot.endpoint import serve_trainer_metrics
+
+    config = with_metrics(write_config(tmp_path, tiny_model))
+
+    def job(state: str, started: float | None = None, finished: float | None = None,
+            worker: str = "host:1") -> dict:
+        return dict(created_at=time.time(), user_id=1, guild_id=None, base="alice", base_version="v0",
+                    target="alice", corpus_name="c.txt", corpus_sha256="0" * 64, corpus_chars=1, cleaning="",
+                    settings={}, state=state, progress={}, started_at=started, finished_at=finished,
+                    worker=worker)
+
+    async def main() -> None:
+        db = await open_database(config.database_url)
+        stop = await serve_trainer_metrics(config, db, "host:1", every=0.05)
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with db.begin() as conn:
+                    await conn.execute(sa.insert(jobs).values(job("queued")))
+                    now = time.time()
+                    await conn.execute(sa.insert(jobs).values(job("succeeded", now - 90, now + 1)))
+                    await conn.execute(sa.insert(jobs).values(job("failed", now - 50, now + 1, worker="other:2")))
+                deadline = time.monotonic() + 10
+                while True:
+                    samples = await scrape(http, config)
+                    if samples.get(("charbot_finetune_job_seconds_count", label(state="succeeded"))) == 1:
+                        break
+                    assert time.monotonic() < deadline, samples
+                    await asyncio.sleep(0.05)
+                assert samples[("charbot_finetune_jobs", label(state="queued"))] == 1
+                assert samples[("charbot_finetune_jobs", label(state="running"))] == 0
+                assert samples[("charbot_finetune_jobs", label(state="failed"))] == 1  # counted, by state
+                assert ("charbot_finetune_job_seconds_count", label(state="failed")) not in samples  # another's
+                assert samples[("charbot_finetune_job_seconds_sum", label(state="succeeded"))] == pytest.approx(91)
+                await asyncio.sleep(0.2)  # later looks do not count the same job again
+                again = await scrape(http, config)
+                assert again[("charbot_finetune_job_seconds_count", label(state="succeeded"))] == 1
+                assert await healthz(http, config) == (200, "ok: the database answers\n")
+        finally:
+            await stop()
+            await db.dispose()
+
+    asyncio.run(main())
