@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Config
+from bot.context import ENGINE_NICE
 from bot.runner import CharLMBot
 from charlm.sampling import Sampling
 from charlm.storage import read_card
@@ -127,6 +129,13 @@ def test_a_server_cycling_versions_keeps_to_its_share_and_its_short_queue(tmp_pa
         async def generate(user: str, guild: int, model: str) -> InteractionHandle:
             command, extra = ("seuss", {}) if model == "seuss" else ("generate", {"model": model})
             return await send(double, command, {"text": "the cat", "length": 20, **extra}, user, guild)
+
+        # Loads run on one thread at the inference thread's priority, not the event loop's.
+        def nice() -> int:
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        loader_nice = await asyncio.get_running_loop().run_in_executor(cog.loaded.executor, nice)
+        assert loader_nice == min(19, nice() + ENGINE_NICE)
 
         # The loader thread is busy: A asks for four versions at once, B for one.
         gate = threading.Event()
