@@ -165,3 +165,18 @@ def test_a_server_cycling_versions_keeps_to_its_share_and_its_short_queue(tmp_pa
         assert loads() == 4 + 5  # B's version was never loaded again
 
     run(config, scenario)
+
+
+def test_each_refusal_says_whose_share_is_full() -> None:
+    from bot.cog.generate import user_message
+    from bot.context import outcome_of
+    from bot.finetune.pool import LoadQueueFull
+    from charlm.engine import EngineBusy, OwnerBusy
+
+    assert user_message(OwnerBusy("x")) == SERVER_BUSY
+    assert user_message(LoadQueueFull("x")) == SERVER_BUSY  # its versions to load, same sentence
+    assert user_message(OwnerBusy("x"), in_dm=True) == ("You have too many requests waiting for the models; "
+                                                        "please try again in a minute.")
+    assert user_message(EngineBusy("x")) == "The models are busy right now; please try again in a minute."
+    assert [outcome_of(e) for e in (OwnerBusy("x"), LoadQueueFull("x"), EngineBusy("x"))] == [
+        "server_busy", "server_busy", "busy"]

@@ -174,3 +174,22 @@ def test_a_trainer_serves_job_counts_and_durations(tmp_path: Path, tiny_model: P
             await db.dispose()
 
     asyncio.run(main())
+
+
+def test_healthz_names_a_database_that_does_not_answer(tmp_path: Path) -> None:
+    from bot.db.engine import open_database
+    from bot.endpoint import database_answers
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def main() -> tuple[str | None, str | None]:
+        db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'charbot.sqlite3'}")
+        gone = create_async_engine(f"postgresql+asyncpg://charbot@127.0.0.1:{free_port()}/charbot")  # nobody listens
+        try:
+            return await database_answers(db), await database_answers(gone)
+        finally:
+            await db.dispose()
+            await gone.dispose()
+
+    ok, broken = asyncio.run(main())
+    assert ok is None
+    assert broken == "the database does not answer (ConnectionRefusedError)"
