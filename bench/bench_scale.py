@@ -38,6 +38,7 @@ def bot_config(folder: Path, double, shard_ids: list[int]) -> Path:
     lines = ["[bot]", f'data_dir = "{folder.parent / "shared"}"',
              "[models]", f'alice = "{ROOT / "weights" / "alice"}"', f'seuss = "{ROOT / "weights" / "seuss"}"',
              "[engine]", 'backend = "numpy"', "[limits]", "cooldown_uses = 0", "queue_size = 1000",
+             "per_server_queue = 1000",  # throughput, not fairness: no server is capped here
              f"request_timeout = {DEADLINE:g}",
              "[discord]", "shard_count = 2", f"shard_ids = {shard_ids}",
              f'api_base = "{double.rest_base}"', f'gateway_url = "{double.gateway_url}"']

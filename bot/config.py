@@ -153,6 +153,8 @@ class LimitsConfig:
     cooldown_uses: int = setting(3, integer(0, 1000))
     cooldown_seconds: float = setting(30.0, number(0, 86400))
     queue_size: int = setting(64, integer(1, 10000))
+    per_server_queue: int = setting(16, integer(1, 10000))
+    """Requests one server (or one user in DMs) may have waiting or running at once."""
     request_timeout: float = setting(60.0, number(1, 600))
     shutdown_grace: float = setting(10.0, number(0, 120))
 
@@ -177,6 +179,8 @@ class HistoryConfig:
     database: Path = setting(Path("data/history.sqlite3"), path())
     """An older bot's history file, imported into the database once (the rows live there now)."""
     retention_days: int = setting(30, integer(1, 3650))
+    max_rows_per_user: int = setting(1000, integer(1, 1_000_000))
+    """Requests kept per user; the oldest go first (besides retention_days)."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,15 @@ class DiscordConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The HTTP endpoint for operators: /metrics (Prometheus) and /healthz."""
+
+    port: int = setting(0, integer(0, 65535))
+    """0: no endpoint. Each process needs its own port (shard processes, trainers)."""
+    host: str = setting("127.0.0.1", text())
+
+
+@dataclass(frozen=True)
 class BotConfig:
     """Process-wide settings."""
 
@@ -233,6 +246,7 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     other_tables: dict[str, Any] = field(default_factory=dict)
     """Raw tables owned by other cogs (see OTHER_TABLES); each checks its own."""
 

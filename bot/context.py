@@ -10,14 +10,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from charlm.engine import Engine, EngineBusy, EngineTimeout, ModelVersion
+from charlm.engine import Engine, EngineBusy, EngineTimeout, ModelVersion, OwnerBusy
 from charlm.errors import CharLMError
 from charlm.sampling import Sampling
 
@@ -27,6 +27,7 @@ from bot.config import Config
 from bot.db.engine import open_database
 from bot.db.legacy_history import import_history
 from bot.history import HistoryStore, Request
+from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 ENGINE_NICE = 5
@@ -114,17 +115,22 @@ class BotContext:
     opened_by_extension: bool = False
     resolver: Resolver | None = None
     """Set by the fine-tune extension: per-server versions. Without it every name is its shipped v0."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """This process's metrics (bot.metrics); /metrics serves them when [metrics] port is set."""
 
     @classmethod
-    async def open(cls, config: Config) -> "BotContext":
+    async def open(cls, config: Config, metrics: Metrics | None = None) -> "BotContext":
         """Open the database (importing an older history file once), start the engine and load
         the configured models."""
+        metrics = metrics or Metrics(config.models.folders())
         db = await open_database(config.database_url)
         try:
             await import_history(db, config.history.database)
             engine = Engine(backend=config.engine.backend, max_queue=config.limits.queue_size,
                             max_batch=config.engine.max_batch, batch_wait=config.engine.batch_wait_ms / 1000,
-                            nice=ENGINE_NICE, precision=config.engine.precision)
+                            nice=ENGINE_NICE, precision=config.engine.precision,
+                            per_owner=config.limits.per_server_queue, on_step=metrics.batch_rows.observe)
+            metrics.watch_engine(engine.waiting, engine.running_rows)
             try:
                 for name, folder in config.models.folders().items():
                     await asyncio.to_thread(engine.load, name, folder)
@@ -134,7 +140,8 @@ class BotContext:
         except BaseException:
             await db.dispose()
             raise
-        return cls(config, engine, db, HistoryStore(db))
+        return cls(config, engine, db, HistoryStore(db, max_rows_per_user=config.history.max_rows_per_user),
+                   metrics=metrics)
 
     async def close(self) -> None:
         """Stop the engine (requests still queued fail), then close the database."""
@@ -173,17 +180,27 @@ class BotContext:
         try:
             await self.history.record(request)
         except Exception:
+            self.metrics.database_errors.inc()
             log.exception("history write failed for /%s by user %s (outcome %s)",
                           request.command, request.user_id, request.outcome)
 
 
 def outcome_of(error: CharLMError) -> str:
     """How a failed request is recorded in the history."""
+    if isinstance(error, OwnerBusy):
+        return "server_busy"
     if isinstance(error, EngineBusy):
         return "busy"
     if isinstance(error, EngineTimeout):
         return "timeout"
     return "error"
+
+
+def owner_of(interaction: discord.Interaction) -> tuple[str, int]:
+    """Whose share of the engine a request uses: its server, or the user in a DM."""
+    if interaction.guild_id is not None:
+        return ("server", interaction.guild_id)
+    return ("user", interaction.user.id)
 
 
 def get_context(bot: commands.Bot) -> BotContext:

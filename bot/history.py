@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db.schema import requests
 
-OUTCOMES = ("ok", "busy", "timeout", "error")
+OUTCOMES = ("ok", "busy", "server_busy", "timeout", "error")
+"""busy: the whole bot was; server_busy: the user's server had [limits] per_server_queue requests."""
 
 
 @dataclass
@@ -56,11 +57,16 @@ COLUMNS = ("created_at", "guild_id", "channel_id", "user_id", "command", "prompt
 
 
 class HistoryStore:
-    """The requests table behind /history, /forget and the retention purge."""
+    """The requests table behind /history, /forget and the retention purge.
 
-    def __init__(self, db: AsyncEngine, owned: bool = False) -> None:
+    max_rows_per_user: rows kept per user ([history] max_rows_per_user); recording one more
+    deletes that user's oldest beyond it in the same transaction. None: no per-user bound.
+    """
+
+    def __init__(self, db: AsyncEngine, owned: bool = False, max_rows_per_user: int | None = None) -> None:
         self.db = db
         self.owned = owned  # opened by open(): close() disposes of the engine
+        self.max_rows_per_user = max_rows_per_user
 
     @classmethod
     async def open(cls, url: str) -> "HistoryStore":
@@ -74,11 +80,22 @@ class HistoryStore:
             await self.db.dispose()
 
     async def record(self, request: Request) -> int:
-        """Insert one request; returns its row id."""
+        """Insert one request, dropping the user's oldest beyond max_rows_per_user; returns its row id."""
         async with self.db.begin() as conn:
             result = await conn.execute(sa.insert(requests).values({c: getattr(request, c) for c in COLUMNS}))
+            if self.max_rows_per_user is not None:
+                await conn.execute(self._beyond_bound(request.user_id, self.max_rows_per_user))
         request.id = result.inserted_primary_key[0]
         return request.id
+
+    @staticmethod
+    def _beyond_bound(user_id: int, keep: int) -> sa.Delete:
+        """Delete a user's rows after their newest `keep`: one statement for SQLite and
+        PostgreSQL (SQLAlchemy writes the OFFSET each way), walking the (user_id, created_at)
+        index only as far as the bound."""
+        newest_first = (sa.select(requests.c.id).where(requests.c.user_id == user_id)
+                        .order_by(requests.c.created_at.desc(), requests.c.id.desc()).offset(keep))
+        return sa.delete(requests).where(requests.c.id.in_(newest_first))
 
     async def _select(self, where: sa.ColumnElement[bool], limit: int) -> list[Request]:
         query = (sa.select(requests).where(where).order_by(requests.c.created_at.desc(), requests.c.id.desc())

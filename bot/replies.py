@@ -62,6 +62,11 @@ def progress_reply(prompt: str, output: str, model: str, length: int) -> str:
     return reply_text(prompt, output, [f"{model} is writing… {len(output)}/{length}"], writing=True)
 
 
+def waiting_reply(prompt: str, model: str, place: int) -> str:
+    """While the request waits for the models: its place in line (servers take turns)."""
+    return reply_text(prompt, "", [f"{model} · waiting for the models, number {place} in line…"])
+
+
 def final_reply(prompt: str, output: str, model: str, temperature: float, notes: list[str]) -> str:
     setting = "argmax (temperature 0)" if temperature == 0 else f"temperature {temperature:g}"
     return reply_text(prompt, output, [str(model), setting, f"{len(output)} characters", *notes])

@@ -15,7 +15,9 @@ from discord.ext import commands, tasks
 
 from bot.config import Config, DiscordConfig
 from bot.context import BotContext
+from bot.endpoint import Endpoint, database_answers
 from bot.health import INTERVAL, write_health
+from bot.metrics import Metrics, watch_jobs
 
 log = logging.getLogger(__name__)
 EXTENSIONS = ["bot.cog", "bot.finetune"]
@@ -41,6 +43,10 @@ class CharLMBot(commands.AutoShardedBot):
         """Per shard of this process: True between its READY (or RESUMED) and its next disconnect."""
         self._health_lock = asyncio.Lock()
         """The loop and shard events both write the file; one at a time."""
+        self.metrics = Metrics(config.models.folders())
+        self.endpoint = Endpoint(self.metrics, self.health_problem, config.metrics.host, config.metrics.port,
+                                 "ok: every shard of this process is connected and the database answers")
+        self._jobs_watch: asyncio.Task | None = None
 
     def own_shard_ids(self) -> list[int]:
         """The shards this process runs (known once discord.py has the shard count)."""
@@ -49,9 +55,13 @@ class CharLMBot(commands.AutoShardedBot):
         return list(range(self.shard_count or 0))
 
     async def setup_hook(self) -> None:
-        self.charlm = await BotContext.open(self.config)
+        self.charlm = await BotContext.open(self.config, self.metrics)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        await self.endpoint.start()
+        if self.config.metrics.port:  # with SQLite this process trains, so it times the jobs
+            self._jobs_watch = asyncio.create_task(
+                watch_jobs(self.charlm.db, self.metrics, durations=not self.config.postgres), name="metrics-jobs")
         if not self.config.discord.syncs_commands:
             log.info("not syncing commands: the process running shard 0 does")
             return
@@ -91,6 +101,22 @@ class CharLMBot(commands.AutoShardedBot):
         elif changed:
             await self.refresh_health()
 
+    async def health_problem(self) -> str | None:
+        """/healthz: None when every shard of this process is connected and the database
+        answers, else the first problem in one line."""
+        if self.is_closed():
+            return "the bot is shutting down"
+        shards = {i: self.shard_up.get(i, False) for i in self.own_shard_ids()}
+        down = [str(i) for i, up in shards.items() if not up]
+        if not shards:
+            return "the bot is not connected to Discord yet"
+        if down:
+            return (f"shard {down[0]} is not connected to Discord" if len(down) == 1
+                    else f"shards {', '.join(down)} are not connected to Discord")
+        if self.charlm is None:
+            return "the bot is starting"
+        return await database_answers(self.charlm.db)
+
     async def on_ready(self) -> None:
         log.info("logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?",
                  len(self.guilds))
@@ -112,6 +138,9 @@ class CharLMBot(commands.AutoShardedBot):
         """Unload the cogs (replies in flight finish within the grace period), disconnect,
         then stop the engine and close the database."""
         self.refresh_health.cancel()
+        if self._jobs_watch is not None:
+            self._jobs_watch.cancel()
+        await self.endpoint.stop()
         await super().close()
         if self.charlm is not None:
             await self.charlm.close()

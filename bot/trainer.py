@@ -65,6 +65,9 @@ async def serve(config_path: Path) -> None:
     os.environ.pop(DATABASE_URL_ENV, None)  # read once; nothing after this needs it
     db = await open_database(url)
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    from bot.endpoint import serve_trainer_metrics
+
+    stop_metrics = await serve_trainer_metrics(config, db, worker)  # [metrics] port: /metrics and /healthz
     registry = Registry(db, settings.models_dir, config.models.folders())
 
     async def on_version(version) -> None:
@@ -95,6 +98,7 @@ async def serve(config_path: Path) -> None:
         await trainer.shutdown()
         await running
     finally:
+        await stop_metrics()
         await db.dispose()
 
 

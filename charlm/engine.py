@@ -16,6 +16,11 @@ and priming new rows together costs one batched pass instead of one per row. Eve
 keeps its own window, settings, random generator and length; between chunks, rows that
 are done, cancelled, timed out or whose streaming callback failed leave the batch.
 
+Fairness. Each request carries an opaque owner (the bot passes a server, or a user in a
+DM). Which waiting requests join at a boundary, and how many an owner may hold, is
+charlm.scheduler's job: by default owners take turns, so one owner's flood cannot keep
+another's lone request waiting behind it.
+
 Versions. `load(name, folder)` reads and warms a model in the caller's thread, then
 swaps it in atomically as version n+1 of that name (numbers are never reused, even
 after `unload`). A request is bound to the version current when it was submitted and
@@ -29,7 +34,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,6 +45,7 @@ import numpy as np
 from charlm.errors import CharLMError
 from charlm.generate import SERVING_PRECISION, Backend, Batch, Precision, choose_backend
 from charlm.sampling import Sampling
+from charlm.scheduler import EngineBusy, Owner, OwnerBusy, Schedule, Scheduler
 from charlm.storage import read_model_folder
 from charlm.vocab import PromptWindow, Vocabulary
 
@@ -49,8 +55,10 @@ OnText = Callable[[str], None]
 """Streaming callback: called with the continuation so far (a growing prefix of the result)."""
 
 
-class EngineBusy(CharLMError):
-    """The queue is full: try again later (raised by submit at once, never queued)."""
+__all__ = ["Engine", "EngineBusy", "EngineClosed", "EngineTimeout", "GenerationFailed", "ModelVersion", "OwnerBusy",
+           "Result"]
+OnPlace = Callable[[int], None]
+"""Called with a waiting request's place in line (1: next to join) whenever it changes."""
 
 
 class EngineTimeout(CharLMError):
@@ -93,6 +101,9 @@ class Result:
     settings: Sampling
     queued_s: float  # submission to the start of priming
     generation_s: float  # priming and stepping
+    submitted_step: int = 0  # the engine's batch-boundary count when it was submitted,
+    joined_step: int = 0  # when it joined a batch,
+    finished_step: int = 0  # and when it finished (what fairness tests count, not seconds)
 
 
 @dataclass(eq=False)
@@ -114,6 +125,12 @@ class _Request:
     deadline: float | None
     on_text: OnText | None
     every: int
+    owner: Owner = None
+    seq: int = 0  # arrival order
+    on_place: OnPlace | None = None
+    place: int = 0  # last place reported to on_place
+    submitted_step: int = 0
+    joined_step: int = 0
     started: float = 0.0
     streamed: int = 0
 
@@ -166,11 +183,17 @@ class Engine:
         granularity.
     nice: added to the inference thread's nice value (Linux: per thread), so that on a
         busy CPU an event loop in the same process (the bot's) runs before generation.
+    per_owner: most requests one owner may have waiting or running (None: no cap).
+    schedule: "fair" (owners take turns) or "fifo" (first come, first served); see
+        charlm.scheduler.
+    on_step: called from the engine thread with the rows of every batch step (metrics);
+        must be quick.
     """
 
     def __init__(self, models: Mapping[str, str | Path] | None = None, *, backend: Backend = "auto",
                  max_queue: int = 64, max_batch: int = 32, batch_wait: float = 0.001, chunk: int = 16,
-                 nice: int = 0, precision: Precision = SERVING_PRECISION) -> None:
+                 nice: int = 0, precision: Precision = SERVING_PRECISION, per_owner: int | None = None,
+                 schedule: Schedule = "fair", on_step: Callable[[int], None] | None = None) -> None:
         if max_queue < 1 or max_batch < 1 or chunk < 1 or batch_wait < 0:
             raise CharLMError("max_queue, max_batch and chunk must be at least 1, batch_wait not negative")
         self.nice = nice
@@ -179,6 +202,12 @@ class Engine:
         self.max_queue, self.max_batch, self.batch_wait, self.chunk = max_queue, max_batch, batch_wait, chunk
         self._cv = threading.Condition()
         self._pending: deque[_Request] = deque()
+        self._scheduler = Scheduler(schedule, per_owner)
+        self._seq = 0
+        self._step = 0  # batch boundaries passed
+        self._rows = 0  # rows running at the last boundary
+        self._on_step = on_step
+        self._changed = False  # a request arrived since the line was last ranked
         self._models: dict[str, _Loaded] = {}
         self._loads: dict[str, int] = {}
         self._closing = False
@@ -244,14 +273,17 @@ class Engine:
 
     def submit(self, model: str, prompt: str, settings: Sampling | None = None, *, length: int | None = None,
                seed: int | None = None, timeout: float | None = None, on_text: OnText | None = None,
-               every: int = 32) -> Future:
+               every: int = 32, owner: Owner = None, on_place: OnPlace | None = None) -> Future:
         """Queue a continuation of `prompt`; returns a Future of Result.
 
         `length` and `seed` override those of `settings`. `timeout` (seconds from now)
         fails the request with EngineTimeout. `on_text(text_so_far)` is called from the
         engine thread about every `every` characters, so it must be quick; if it raises,
         the request fails. `future.cancel()` takes the request out of its batch.
-        Raises EngineBusy at once if the queue is full.
+        `owner` groups requests for fair turns and the per-owner cap; `on_place(n)` (engine
+        thread, must be quick) gets the request's place in line while it waits.
+        Raises OwnerBusy at once if `owner` holds `per_owner` requests, EngineBusy if the
+        queue is full.
         """
         settings = settings or Sampling()
         if length is not None:
@@ -263,29 +295,51 @@ class Engine:
         loaded = self._current(model)
         now = time.monotonic()
         request = _Request(loaded, loaded.vocab.window(prompt), settings, Future(), now,
-                           None if timeout is None else now + timeout, on_text, every)
+                           None if timeout is None else now + timeout, on_text, every, owner, on_place=on_place)
         with self._cv:
             if self._closing:
                 raise EngineClosed("the engine is shut down")
+            self._scheduler.admit(owner)  # OwnerBusy: this owner's share is taken, others' is not
             if len(self._pending) >= self.max_queue:
+                self._scheduler.release(owner)
                 raise EngineBusy(f"the generator is busy ({self.max_queue} requests waiting); try again shortly")
+            request.future.add_done_callback(lambda _: self._release(owner))
+            self._seq += 1
+            request.seq, request.submitted_step = self._seq, self._step
+            self._changed = True
             self._pending.append(request)
             self._cv.notify()
         return request.future
 
+    def _release(self, owner: Owner) -> None:
+        with self._cv:  # an RLock: safe from a callback the engine thread fires with it held
+            self._scheduler.release(owner)
+
+    def waiting(self) -> int:
+        """Requests waiting to join a batch (for metrics and health)."""
+        with self._cv:
+            return len(self._pending)
+
+    def running_rows(self) -> int:
+        """Rows in running batches at the last batch boundary."""
+        return self._rows
+
     async def generate(self, model: str, prompt: str, settings: Sampling | None = None, *,
                        length: int | None = None, seed: int | None = None, timeout: float | None = None,
-                       on_text: OnText | None = None, every: int = 32) -> Result:
-        """`submit`, awaited from a running event loop. `on_text` runs on this loop (via
-        call_soon_threadsafe), so it may touch loop objects; cancelling the awaiting
-        task takes the request out of its batch."""
+                       on_text: OnText | None = None, every: int = 32, owner: Owner = None,
+                       on_place: OnPlace | None = None) -> Result:
+        """`submit`, awaited from a running event loop. `on_text` and `on_place` run on this
+        loop (via call_soon_threadsafe), so they may touch loop objects; cancelling the
+        awaiting task takes the request out of its batch."""
         loop = asyncio.get_running_loop()
-        relay = None
-        if on_text is not None:
-            def relay(text: str) -> None:
-                loop.call_soon_threadsafe(on_text, text)
+
+        def on_loop(callback: Callable | None) -> Callable | None:
+            if callback is None:
+                return None
+            return lambda value: loop.call_soon_threadsafe(callback, value)
+
         future = self.submit(model, prompt, settings, length=length, seed=seed, timeout=timeout,
-                             on_text=relay, every=every)
+                             on_text=on_loop(on_text), every=every, owner=owner, on_place=on_loop(on_place))
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -331,9 +385,13 @@ class Engine:
                         self._cv.wait(end - time.monotonic())
                 if self._closing:
                     break
-                taken = self._take(lanes)
+                self._step += 1
+                taken, places = self._take(lanes)
+            for request, place in places:
+                self._tell_place(request, place)
             for loaded, requests in taken.items():
                 self._join(lanes, loaded, requests)
+            self._rows = sum(len(lane.requests) for lane in lanes.values())
             for lane in list(lanes.values()):
                 self._advance(lane)
                 if not lane.requests:
@@ -344,25 +402,48 @@ class Engine:
         for request in pending + [r for lane in lanes.values() for r in lane.requests]:
             _settle(request.future, error=closed)
 
-    def _take(self, lanes: dict[_Loaded, _Lane]) -> dict[_Loaded, list[_Request]]:
-        """Pop the queued requests that fit their version's batch; drop cancelled and
-        expired ones. Called with the lock held."""
+    def _take(self, lanes: dict[_Loaded, _Lane]) -> tuple[dict[_Loaded, list[_Request]], list[tuple[_Request, int]]]:
+        """Pop the queued requests that fit their version's batch, in the scheduler's order;
+        drop cancelled and expired ones. Returns them by version, and the new places in
+        line of those left waiting whose place changed. Called with the lock held."""
         taken: dict[_Loaded, list[_Request]] = {}
-        waiting: deque[_Request] = deque()
         now = time.monotonic()
+        live = []
         for request in self._pending:
-            group = taken.setdefault(request.loaded, [])
-            lane = lanes.get(request.loaded)
             if request.future.cancelled():
                 continue
             if request.deadline is not None and now > request.deadline:
                 _settle(request.future, error=EngineTimeout("timed out while waiting in the queue"))
-            elif len(group) + (len(lane.requests) if lane else 0) < self.max_batch:
+            else:
+                live.append(request)
+        room = {loaded: self.max_batch - len(lane.requests) for loaded, lane in lanes.items()}
+        if not self._changed and len(live) == len(self._pending) and all(room.get(r.loaded, 1) <= 0 for r in live):
+            return {}, []  # every batch is full and the line is as it was: nothing to rank (a flood's steady state)
+        self._changed = False
+        running = Counter(r.owner for lane in lanes.values() for r in lane.requests)
+        left: list[_Request] = []
+        for request in self._scheduler.order(live, running):
+            group = taken.setdefault(request.loaded, [])
+            lane = lanes.get(request.loaded)
+            if len(group) + (len(lane.requests) if lane else 0) < self.max_batch:
+                request.joined_step = self._step
                 group.append(request)
             else:
-                waiting.append(request)
-        self._pending = waiting
-        return {loaded: group for loaded, group in taken.items() if group}
+                left.append(request)
+        places = []
+        for place, request in enumerate(left, 1):
+            if request.on_place is not None and request.place != place:
+                request.place = place
+                places.append((request, place))
+        self._pending = deque(sorted(left, key=lambda r: r.seq))  # arrival order: the scheduler ranks it
+        return {loaded: group for loaded, group in taken.items() if group}, places
+
+    @staticmethod
+    def _tell_place(request: _Request, place: int) -> None:
+        try:
+            request.on_place(place)
+        except Exception as exc:  # only a display: the request goes on
+            log.warning("place-in-line callback failed (%s: %s)", type(exc).__name__, exc)
 
     def _join(self, lanes: dict[_Loaded, _Lane], loaded: _Loaded, requests: list[_Request]) -> None:
         """Prime the new rows of one version together and append them to its batch."""
@@ -383,6 +464,11 @@ class Engine:
         """One chunk for every row of the lane, then deliver, stream and drop rows."""
         batch, vocab = lane.batch, lane.loaded.vocab
         steps = min(self.chunk, min(r.settings.length - len(r.ids) for r in batch.rows))
+        if self._on_step is not None:
+            try:
+                self._on_step(len(batch.rows))
+            except Exception as exc:
+                log.warning("on_step callback failed (%s: %s)", type(exc).__name__, exc)
         try:
             batch.advance(steps)
         except Exception as exc:
@@ -419,11 +505,11 @@ class Engine:
             return False
         return True
 
-    @staticmethod
-    def _result(request: _Request, text: str, now: float) -> Result:
+    def _result(self, request: _Request, text: str, now: float) -> Result:
         version = request.loaded.version
         return Result(text, request.window, version.name, version, version.backend, request.settings,
-                      request.started - request.submitted, now - request.started)
+                      request.started - request.submitted, now - request.started,
+                      request.submitted_step, request.joined_step, self._step)
 
     @staticmethod
     def _fail(requests: list[_Request], loaded: _Loaded, exc: Exception) -> None:

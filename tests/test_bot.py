@@ -267,7 +267,8 @@ def test_a_hundred_concurrent_requests_are_all_answered(tmp_path: Path, tiny_mod
     shipped = (WEIGHTS / "alice" / "model.keras").is_file() and (WEIGHTS / "seuss" / "model.keras").is_file()
     alice, seuss = (WEIGHTS / "alice", WEIGHTS / "seuss") if shipped else (tiny_model, tiny_model)
     config = write_config(tmp_path, alice, seuss, limits={"cooldown_uses": 1, "cooldown_seconds": 60,
-                                                          "queue_size": 128})
+                                                          "queue_size": 128, "per_server_queue": 128})
+    # (one server here: its cap is raised so all hundred are answered; fairness: test_fair_servers.py)
     world = default_world()
     world.users = [UserSpec(940000000000000000 + i, f"user{i}") for i in range(100)]
     handles = []

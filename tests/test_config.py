@@ -153,7 +153,7 @@ BAD = [
      "config.toml: unknown key [models] grimm (known: alice, seuss, storybook)"),
     ("[generations]\nmax_length = 10",
      "config.toml: unknown table [generations] (known: bot, models, generation, limits, engine, history, "
-     "admin, discord, database)"),
+     "admin, discord, database, metrics)"),
     ("generation = 5",
      "config.toml: [generation] must be a table, got 5"),
 ]

@@ -162,3 +162,20 @@ def test_an_unusable_database_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match="^cannot open the database") as caught:
         with_store(f"sqlite:///{tmp_path / 'file' / 'h.sqlite3'}", lambda store: asyncio.sleep(0))
     assert "\n" not in str(caught.value)
+
+
+def test_each_user_keeps_at_most_max_rows_per_user_the_oldest_go(store_url: str) -> None:
+    """[history] max_rows_per_user: the same DELETE on SQLite and PostgreSQL, run as each row is
+    recorded; other users' rows are untouched."""
+    async def body(store: HistoryStore):
+        store.max_rows_per_user = 3
+        now = time.time()
+        for i in range(6):  # out of order on purpose: "oldest" is by created_at, not by id
+            await store.record(request(1, created_at=now - (i * 5 % 6), prompt=f"p{i * 5 % 6}"))
+        for i in range(2):
+            await store.record(request(2, created_at=now - i, prompt=f"other {i}"))
+        return await store.recent_for_user(1, 10), await store.count(2), await store.count()
+
+    kept, others, total = with_store(store_url, body)
+    assert [r.prompt for r in kept] == ["p0", "p1", "p2"]  # the three newest
+    assert (others, total) == (2, 5)

@@ -12,15 +12,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from charlm import WINDOW
-from charlm.engine import EngineBusy, EngineTimeout
+from charlm.engine import EngineBusy, EngineTimeout, OwnerBusy
 from charlm.errors import CharLMError
 from charlm.sampling import Sampling
 from charlm.vocab import Vocabulary
 
 from bot.config import LENGTH_LIMIT, TEMPERATURE_LIMIT
-from bot.context import BotContext, Cooldowns, Serving, outcome_of
+from bot.context import BotContext, Cooldowns, Serving, outcome_of, owner_of
 from bot.history import Request
-from bot.replies import final_reply, progress_reply, window_notes
+from bot.replies import final_reply, progress_reply, waiting_reply, window_notes
 from bot.respond import NO_MENTIONS, answer_error, tell, tell_quietly
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,11 @@ OPTIONS = dict(
 )
 
 
-def user_message(error: CharLMError) -> str:
+def user_message(error: CharLMError, in_dm: bool = False) -> str:
+    if isinstance(error, OwnerBusy):
+        if in_dm:
+            return "You have too many requests waiting for the models; please try again in a minute."
+        return "This server has too many requests waiting for the models; please try again in a minute."
     if isinstance(error, EngineBusy):
         return "The models are busy right now; please try again in a minute."
     if isinstance(error, EngineTimeout):
@@ -50,17 +54,34 @@ class LiveReply:
     """Edits the deferred reply as text arrives, at most once per `interval` seconds,
     which keeps a message well inside Discord's edit rate limits."""
 
-    def __init__(self, interaction: discord.Interaction, render: Callable[[str], str], interval: float) -> None:
+    def __init__(self, interaction: discord.Interaction, render: Callable[[str], str], interval: float,
+                 waiting: Callable[[int], str] | None = None) -> None:
         self.interaction = interaction
         self.render = render
         self.interval = interval
+        self.waiting = waiting
         self.text = ""
+        self.place = 0  # place in line while the request waits for the models; 0: not waiting
+        self.first_text: float | None = None  # perf_counter of the first text (for metrics)
         self.shown = ""
         self._done = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"live-reply-{interaction.id}")
 
     def update(self, text: str) -> None:
+        if self.first_text is None:
+            self.first_text = time.perf_counter()
         self.text = text
+
+    def wait(self, place: int) -> None:
+        self.place = place
+
+    def content(self) -> str:
+        """What the reply should show now; empty: nothing yet (the "thinking…" stays)."""
+        if self.text:
+            return self.render(self.text)
+        if self.place and self.waiting is not None:
+            return self.waiting(self.place)
+        return ""
 
     async def _run(self) -> None:
         while not self._done.is_set():
@@ -69,11 +90,11 @@ class LiveReply:
                 return
             except asyncio.TimeoutError:
                 pass
-            if self.text != self.shown:
-                self.shown = self.text
+            content = self.content()
+            if content and content != self.shown:
+                self.shown = content
                 try:
-                    await self.interaction.edit_original_response(content=self.render(self.text),
-                                                                  allowed_mentions=NO_MENTIONS)
+                    await self.interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
                 except discord.HTTPException as exc:
                     log.warning("progress edit of interaction %s failed: %s", self.interaction.id, exc)
 
@@ -134,11 +155,12 @@ class GenerationCog(commands.Cog):
         record = Request(user_id=interaction.user.id, guild_id=interaction.guild_id,
                          channel_id=interaction.channel_id, command=model, prompt=text or "",
                          model=model, sampling=settings)
+        first_text: list[float] = []
         try:
-            await self._answer(interaction, record, started)
+            await self._answer(interaction, record, started, first_text)
         except CharLMError as exc:
             record.outcome, record.error = outcome_of(exc), str(exc)
-            await tell(interaction, user_message(exc))
+            await tell(interaction, user_message(exc, in_dm=interaction.guild_id is None))
         except asyncio.CancelledError:
             record.outcome, record.error = "error", "the bot shut down before the reply was finished"
             await tell_quietly(interaction, "The bot is restarting and could not finish this reply; "
@@ -150,9 +172,20 @@ class GenerationCog(commands.Cog):
         finally:
             record.latency_ms = elapsed_ms(started)
             self.in_flight.discard(task)
+            self._count(interaction, record, first_text[0] - started if first_text else None)
             await self.context.record(record)
 
-    async def _answer(self, interaction: discord.Interaction, record: Request, started: float) -> None:
+    def _count(self, interaction: discord.Interaction, record: Request, first_text_s: float | None) -> None:
+        """The request in the process's metrics (labels: shard, command, model; never ids)."""
+        count = interaction.client.shard_count or 1
+        shard = 0 if interaction.guild_id is None else (interaction.guild_id >> 22) % count
+        command = interaction.command.name if interaction.command else record.command
+        self.context.metrics.request(shard, command, record.model, record.outcome,
+                                     None if record.ack_ms is None else record.ack_ms / 1000, first_text_s,
+                                     record.latency_ms / 1000)
+
+    async def _answer(self, interaction: discord.Interaction, record: Request, started: float,
+                      first_text: list[float]) -> None:
         g = self.context.config.generation
         length, temperature = record.sampling["length"], record.sampling["temperature"]
         if length > g.max_length:
@@ -169,13 +202,18 @@ class GenerationCog(commands.Cog):
         window = vocab.window(record.prompt, WINDOW)  # to show the prompt as the model reads it
         record.window, record.model_version = window.text, label.rpartition(" ")[2]
         live = LiveReply(interaction, lambda text: progress_reply(window.prompt_text, text, label, length),
-                         g.edit_interval)
-        try:
+                         g.edit_interval, waiting=lambda place: waiting_reply(window.prompt_text, label, place))
+        try:  # the server's share of the engine; in a DM, the user's
             result = await self.context.engine.generate(
                 serving.key, record.prompt, Sampling(temperature=temperature, length=length),
-                timeout=self.context.config.limits.request_timeout, on_text=live.update)
+                timeout=self.context.config.limits.request_timeout, on_text=live.update,
+                owner=owner_of(interaction), on_place=live.wait)
         finally:
             await live.stop()
+            if live.first_text is not None:
+                first_text.append(live.first_text)
+        if not first_text:  # short enough to arrive in one piece: the final text is the first
+            first_text.append(time.perf_counter())
         record.window, record.output = result.window.text, result.text  # as the engine saw them
         notes = window_notes(result.window, WINDOW)
         content = final_reply(result.window.prompt_text, result.text, label, temperature, notes)

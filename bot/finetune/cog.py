@@ -33,7 +33,7 @@ from bot.db.schema import OWNERS
 from bot.finetune.cleanup import clean_incoming
 from bot.finetune.describe import describe, describe_models
 from bot.finetune.desk import JobDesk
-from bot.finetune.pool import LoadedVersions
+from bot.finetune.pool import LoadedVersions, LoadQueueFull
 from bot.finetune.registry import Registry, Version, check_name
 from bot.finetune.settings import FinetuneConfig
 from bot.finetune.store import Job, JobStore
@@ -244,7 +244,9 @@ class FinetuneCog(commands.Cog):
         if version is None:
             raise CharLMError(f"There is no model called {name!r} here; /models lists them.")
         try:
-            key = await self.loaded.ensure(version)
+            key = await self.loaded.ensure(version, OWNERS if guild_id is None else guild_id)  # its share
+        except LoadQueueFull:
+            raise
         except (CharLMError, OSError) as exc:
             log.error("cannot load %s %s from %s: %s", name, version.label, version.folder, exc)
             raise CharLMError(f"{name} {version.label} cannot be loaded right now; please tell an admin.") from None

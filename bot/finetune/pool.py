@@ -1,62 +1,157 @@
-"""Fine-tuned versions in the inference engine, loaded on demand, at most [engine] max_loaded.
+"""Fine-tuned versions in the inference engine, loaded on demand, at most [engine] max_loaded,
+with a fair share for every server.
 
-The shipped models stay loaded under their own names. A fine-tuned version is loaded
-(off the event loop) the first time a request needs it, under its key (`seuss@v3`), and
-the least recently used one is unloaded when there are more than `max_loaded`; requests
-already running on it finish first (the engine binds a request to the version it started on).
+The shipped models stay loaded under their own names. A fine-tuned version is loaded the
+first time a request needs it, under its key (`seuss@v3`). Three rules keep one server
+from taking the loading machinery from the others (docs/bot.md, "Fair loading"):
+
+- Loads run one at a time on one loader thread, off the event loop, at the inference
+  thread's priority (nice +ENGINE_NICE), so a burst of loads never gets the CPU ahead of
+  generation or of the event loop.
+- Each server has a short queue of loads (LOAD_QUEUE distinct versions); requests for a
+  version already being loaded wait for that one load, and a server asking for more
+  versions than that at once is told its server is busy (OwnerBusy's sentence) instead
+  of queueing a load per request. Servers take turns on the loader thread.
+- Each version in memory is charged to the server that last asked for it. When there are
+  more than max_loaded, a server holding more than its share (max_loaded / servers with
+  versions in memory) gives up its own least recently used version; otherwise the server
+  holding the most does. One server cycling through names evicts its own, never everyone's.
+Requests already running on an unloaded version finish first (the engine binds a request
+to the version it started on).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from bot.context import BotContext
+from charlm.engine import OwnerBusy
+
+from bot.context import ENGINE_NICE, BotContext
 from bot.finetune.registry import Version
 
 log = logging.getLogger(__name__)
+LOAD_QUEUE = 2
+"""Versions one server may have waiting to load at once."""
+
+
+class LoadQueueFull(OwnerBusy):
+    """The server already has LOAD_QUEUE versions waiting to load: its share of the loader
+    is taken, as OwnerBusy says of its share of the engine (its members are told the same)."""
+
+
+@dataclass
+class _Entry:
+    version: Version
+    scope: int  # the server that last asked for it (OWNERS: a DM or the owners)
+
+
+def _lower_priority() -> None:
+    """The loader thread's priority: the inference thread's (Linux sets nice per thread)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + ENGINE_NICE)
+    except (AttributeError, OSError) as exc:
+        log.info("loader thread keeps its priority (%s)", exc)
 
 
 class LoadedVersions:
-    """An LRU of engine keys over the context's engine."""
+    """Which fine-tuned versions are in the context's engine, and the loads on their way."""
 
     def __init__(self, context: BotContext, max_loaded: int) -> None:
         self.context = context
         self.max_loaded = max_loaded
-        self.loaded: OrderedDict[str, Version] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self.load_seconds: dict[str, float] = {}
-        """How long each key's last load took (for the operator's figures)."""
+        self.loaded: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._loading: dict[str, asyncio.Future] = {}  # key -> its one load, queued or running
+        self._queues: dict[int, deque[tuple[str, Version]]] = {}  # per server, at most LOAD_QUEUE
+        self._turns: deque[int] = deque()  # servers with loads waiting, in turn order
+        self._loader: asyncio.Task | None = None
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="charlm-load", initializer=_lower_priority)
+        """The one loader thread (nice +ENGINE_NICE): loads run on it one at a time."""
 
-    async def ensure(self, version: Version) -> str:
-        """The engine key for a version, loading it first if it is not in memory."""
+    async def ensure(self, version: Version, scope: int | None = None) -> str:
+        """The engine key for a version, loading it first if it is not in memory.
+
+        scope: the server asking (None: the version's own server; a DM asks as OWNERS).
+        Raises LoadQueueFull when that server already waits for LOAD_QUEUE other versions.
+        """
         if version.shipped:
             return version.key
-        key = version.key
-        if key in self.loaded:
+        key, scope = version.key, version.guild_id if scope is None else scope
+        if key not in self.loaded:
+            load = self._loading.get(key)
+            if load is None:
+                load = self._queue(key, version, scope)
+            await asyncio.shield(load)  # a cancelled request leaves the load to the others waiting
+        entry = self.loaded.get(key)
+        if entry is not None:  # (it may already have been evicted again: the caller asks once more)
+            entry.scope = scope
             self.loaded.move_to_end(key)
-            return key
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            if key not in self.loaded:
-                started = time.perf_counter()
-                await self.context.load_model(key, version.folder)
-                self.load_seconds[key] = time.perf_counter() - started
-                self.loaded[key] = version
-                log.info("loaded %s on demand in %.2f s (%d fine-tuned versions in memory)", key,
-                         self.load_seconds[key], len(self.loaded))
-                self._evict()
-        self._locks.pop(key, None)
-        self.loaded.move_to_end(key)
         return key
 
-    def _evict(self) -> None:
+    def _queue(self, key: str, version: Version, scope: int) -> asyncio.Future:
+        queue = self._queues.setdefault(scope, deque())
+        if len(queue) >= LOAD_QUEUE:
+            raise LoadQueueFull(f"this server already waits for {LOAD_QUEUE} versions to load")
+        if not queue:
+            self._turns.append(scope)
+        queue.append((key, version))
+        load = self._loading[key] = asyncio.get_running_loop().create_future()
+        load.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if nobody waits
+        if self._loader is None or self._loader.done():
+            self._loader = asyncio.get_running_loop().create_task(self._load_in_turn(), name="version-loader")
+        return load
+
+    async def _load_in_turn(self) -> None:
+        """Take one load per server in turn until every queue is empty."""
+        loop = asyncio.get_running_loop()
+        while self._turns:
+            scope = self._turns.popleft()
+            queue = self._queues[scope]
+            key, version = queue.popleft()
+            if queue:
+                self._turns.append(scope)
+            else:
+                del self._queues[scope]
+            load = self._loading[key]
+            try:
+                started = time.perf_counter()
+                await loop.run_in_executor(self.executor, self.context.engine.load, key, version.folder)
+                seconds = time.perf_counter() - started
+                self.loaded[key] = _Entry(version, scope)
+                metrics = self.context.metrics
+                metrics.loads.labels(metrics.model(version.model)).inc()
+                metrics.load_seconds.observe(seconds)
+                log.info("loaded %s on demand in %.2f s for server %s (%d fine-tuned versions in memory)", key,
+                         seconds, scope, len(self.loaded))
+                self._evict(key)
+                load.set_result(key)
+            except Exception as exc:
+                load.set_exception(exc)
+            finally:
+                self._loading.pop(key, None)
+                self.context.metrics.loaded_versions.set(len(self.loaded))
+
+    def _evict(self, keep: str) -> None:
+        """Unload until max_loaded remain: from a server over its share, else the biggest holder."""
         while len(self.loaded) > self.max_loaded:
-            key, _ = self.loaded.popitem(last=False)
+            holders = Counter(entry.scope for entry in self.loaded.values())
+            share = max(1, self.max_loaded // len(holders))
+            scope = self.loaded[keep].scope
+            if holders[scope] <= share:
+                most = max(holders.values())
+                scope = next(e.scope for e in self.loaded.values() if holders[e.scope] == most)
+            key = next(k for k, e in self.loaded.items() if e.scope == scope and k != keep)
+            entry = self.loaded.pop(key)
             self._unload(key)
-            log.info("unloaded %s, the least recently used fine-tuned version", key)
+            self.context.metrics.evictions.labels(self.context.metrics.model(entry.version.model)).inc()
+            log.info("unloaded %s of server %s (%d versions held, share %d)", key, scope, holders[scope], share)
 
     def _unload(self, key: str) -> None:
         try:
@@ -68,3 +163,5 @@ class LoadedVersions:
         """A version was deleted: drop it from memory too."""
         if self.loaded.pop(version.key, None) is not None:
             self._unload(version.key)
+            self.context.metrics.loaded_versions.set(len(self.loaded))
+

@@ -117,7 +117,10 @@ class Registry:
     # ---- reading ----------------------------------------------------------------------------------
 
     async def shipped(self, name: str) -> Version | None:
-        """v0 of a shipped model (its card read once)."""
+        """v0 of a shipped model (its card read once). Only shipped names are remembered: a
+        name a user typed that is not one costs a dict lookup, not a cache entry."""
+        if name not in self.builtin:
+            return None
         if name not in self._shipped:
             folder = self.builtin.get(name)
             found = None

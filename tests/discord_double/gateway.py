@@ -111,6 +111,9 @@ class Gateway:
         self.resumes: list[ResumeRecord] = []
         self.rejected: list[tuple[int, Any]] = []
         """(close code, IDENTIFY's shard) for every IDENTIFY closed with 4010/4011."""
+        self.held: asyncio.Event | None = None
+        """While set by drop(): new connections get no HELLO until restore(), as when Discord is unreachable."""
+        self._resumes_before_drop = 0
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -120,6 +123,8 @@ class Gateway:
         await ws.prepare(request)
         conn = Connection(ws, request.path, dict(request.query), self._now())
         self.connections.append(conn)
+        if self.held is not None:
+            await self.held.wait()
         await conn.send({"op": HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}, "s": None, "t": None})
         try:
             async for msg in ws:
@@ -261,6 +266,27 @@ class Gateway:
         else:
             raise ValueError("how must be 'op7' or 'close'")
         await self.notifier.wait_for(lambda: len(self.resumes) > before, timeout)
+        return self.resumes[-1]
+
+    async def drop(self, shard_id: int | None = None, timeout: float = 10.0) -> None:
+        """Close a session's connection (resumable code 4000) and hold the bot's reconnection
+        (no HELLO) until restore(): the gateway stays down as long as the test needs."""
+        session = self.current if shard_id is None else self.shard_session(shard_id)
+        if session is None or session.conn is None:
+            raise RuntimeError("no connected session to drop")
+        self.held = asyncio.Event()
+        self._resumes_before_drop = len(self.resumes)
+        conn = session.conn
+        await conn.ws.close(code=4000, message=b"dropped by test")
+        await self.notifier.wait_for(lambda: conn.closed_at is not None, timeout)
+
+    async def restore(self, timeout: float = 10.0) -> ResumeRecord:
+        """Let the held reconnection through and wait for its RESUME."""
+        if self.held is None:
+            raise RuntimeError("drop() first")
+        held, self.held = self.held, None
+        held.set()
+        await self.notifier.wait_for(lambda: len(self.resumes) > self._resumes_before_drop, timeout)
         return self.resumes[-1]
 
     async def close_all(self) -> None:

@@ -184,6 +184,14 @@ class DiscordDouble:
         (shard_id: that shard's session; default the newest)."""
         return await self.gateway.force_reconnect(how, timeout, shard_id)
 
+    async def drop_session(self, shard_id: int | None = None, timeout: float = 10.0) -> None:
+        """The gateway connection goes down and stays down until restore_session()."""
+        await self.gateway.drop(shard_id, timeout)
+
+    async def restore_session(self, timeout: float = 10.0) -> ResumeRecord:
+        """Discord is back: the held reconnection goes through and the session RESUMEs."""
+        return await self.gateway.restore(timeout)
+
     # ---- servers joining and leaving -------------------------------------------------------------
 
     async def remove_guild(self, guild_id: int) -> GuildSpec:
