@@ -1,4 +1,4 @@
-"""`python -m charlm train | finetune | generate | eval | pad`. Errors are one line, exit code 1."""
+"""`python -m charlm train | finetune | generate | eval | pad | widen | names`. Errors are one line, exit code 1."""
 
 from __future__ import annotations
 
@@ -141,6 +141,38 @@ def cmd_pad(a: argparse.Namespace) -> None:
                       "written": bool(a.write)}, ensure_ascii=False))
 
 
+def cmd_names(a: argparse.Namespace) -> None:
+    from charlm.corpus import load_corpus
+    from charlm.generate import Generator
+    from charlm.names import foreign_name_rate, foreign_names, heldout_prompts, library_names
+    from charlm.storage import set_card_entry
+
+    gen = Generator.from_folder(a.model)
+    corpus = load_corpus(a.corpus, gen.vocab.lowercase, a.holdout)
+    library = library_names(load_corpus(folder, lowercase=False).text for folder in a.library)
+    foreign = foreign_names(library, corpus.text)
+    heldout = gen.vocab.decode(gen.vocab.encode(corpus.split(a.holdout)[1]).ids)
+    rate = foreign_name_rate(gen, foreign, heldout_prompts(heldout), length=a.length)
+    entry = {**rate.to_json(), "library": [Path(folder).name for folder in a.library], "corpus": corpus.name}
+    if a.write:
+        set_card_entry(a.model, "foreign_names", entry)
+    print(json.dumps({"model": str(a.model), **entry, "written": bool(a.write)}, ensure_ascii=False))
+
+
+def cmd_widen(a: argparse.Namespace) -> None:
+    from charlm.model import ModelSpec, inference_copy, widen
+    from charlm.storage import load_model_folder, save_model_folder
+
+    saved = load_model_folder(a.model)
+    model, spec = widen(saved.model, ModelSpec(**saved.card["layers"]), a.units, a.seed)
+    card = {**saved.card, "name": a.out.name, "layers": spec.to_json(), "parameters": int(model.count_params()),
+            "widened_from": {"name": saved.card.get("name", saved.path.name), "path": str(saved.path),
+                             "units": saved.card["layers"]["units"], "seed": a.seed}}
+    save_model_folder(inference_copy(model), saved.vocab, card, a.out)
+    print(f"saved {a.out}: {card['parameters']:,} parameters ({spec.layers}x{spec.units}), "
+          f"the same function as {a.model} until trained")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m charlm", description="Character-level LSTM language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=0.1, help="held-out fraction, as in training (default 0.1)")
     p.add_argument("--write", action="store_true", help="save the winner in the folder's vocab.json and card")
     p.set_defaults(func=cmd_pad)
+
+    p = sub.add_parser("widen", help="grow a model's LSTM layers, keeping what it computes, to train further")
+    p.add_argument("--model", required=True, type=Path, help="model folder to widen")
+    p.add_argument("--units", required=True, type=int, help="units per LSTM layer in the new model (more than now)")
+    p.add_argument("--out", required=True, type=Path, help="model folder to write")
+    p.add_argument("--seed", type=int, default=0, help="seed of the new units' incoming weights (default 0)")
+    p.set_defaults(func=cmd_widen)
+
+    p = sub.add_parser("names", help="how often a model writes names from a library that its own corpus never uses")
+    p.add_argument("corpus", type=Path, help="the model's own corpus: its words are not foreign, its held-out windows prompt the samples")
+    p.add_argument("--model", required=True, type=Path, help="model folder")
+    p.add_argument("--library", required=True, type=Path, action="append",
+                   help="a folder of books (read with case kept) whose names are looked for; repeatable")
+    p.add_argument("--holdout", type=float, default=0.1, help="held-out fraction, as in training (default 0.1)")
+    p.add_argument("--length", type=int, default=400, help="characters per sample (default 400; 20 prompts at T 0.5 and 0.8)")
+    p.add_argument("--write", action="store_true", help="save the figure in the folder's card as \"foreign_names\"")
+    p.set_defaults(func=cmd_names)
     return parser
 
 

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 
 WARMUP = 256
 """Characters of preceding text each scored chunk is conditioned on (and not scored)."""
+PASS_ROWS = 16
+MAX_ROW = 16_384
+"""Most characters scored per stream: a longer text (a library's held-out tenth) is cut into
+more streams, run 16 at a time, so memory stays flat (one pass over 3.8M characters kept
+every LSTM output at once: over 20 GB)."""
 
 
 @dataclass(frozen=True)
@@ -41,23 +46,24 @@ def evaluate(model: "keras.Model | NumpyLSTM", ids: np.ndarray, context: np.ndar
     full = np.concatenate([context, ids])
     first = len(context) if len(context) else 1
     n_scored = len(full) - first
-    streams = max(1, min(streams, n_scored // 64))
+    streams = max(1, min(streams, n_scored // 64), -(-n_scored // MAX_ROW))
     bounds = np.linspace(first, len(full), streams + 1).astype(int)
     rows, starts = [], []
     for a, b in zip(bounds[:-1], bounds[1:]):
         s = max(0, a - WARMUP)
         rows.append(full[s:b])
         starts.append(a - s)  # position in the row of its first scored target
-    width = max(len(r) for r in rows)
-    x = np.zeros((len(rows), width), dtype=np.int32)
-    for i, r in enumerate(rows):
-        x[i, : len(r)] = r
-    log_probs = log_softmax(sequence_logits(model, x))
     total = 0.0
-    for i, r in enumerate(rows):
-        # logits at position t predict r[t + 1]; score targets r[starts[i]:]
-        t = np.arange(starts[i] - 1, len(r) - 1)
-        total -= log_probs[i, t, r[t + 1]].sum()
+    for group in range(0, len(rows), PASS_ROWS):
+        part = rows[group : group + PASS_ROWS]
+        x = np.zeros((len(part), max(len(r) for r in part)), dtype=np.int32)
+        for i, r in enumerate(part):
+            x[i, : len(r)] = r
+        log_probs = log_softmax(sequence_logits(model, x))
+        for i, r in enumerate(part):
+            # logits at position t predict r[t + 1]; score targets r[starts[i]:]
+            t = np.arange(starts[group + i] - 1, len(r) - 1)
+            total -= log_probs[i, t, r[t + 1]].sum()
     return Evaluation(total / n_scored, n_scored)
 
 

@@ -80,6 +80,15 @@ def set_padding(folder: str | Path, vocab: Vocabulary, padding: dict) -> None:
     _replace(folder / VOCAB_FILE, vocab.to_text())
 
 
+def set_card_entry(folder: str | Path, key: str, value: dict) -> None:
+    """Record a measurement made after training (e.g. "foreign_names") in the card,
+    replacing the file atomically."""
+    folder = Path(folder)
+    card = read_card(folder)
+    card[key] = value
+    _replace(folder / CARD_FILE, card_text(card))
+
+
 def card_text(card: dict) -> str:
     """card.json as charlm writes it (indented, UTF-8 kept readable)."""
     return json.dumps(card, indent=2, ensure_ascii=False) + "\n"

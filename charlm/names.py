@@ -1,0 +1,118 @@
+"""How often a model writes names from other books: the pretraining library leaking into a style.
+
+A model fine-tuned from a base pretrained on many books may bring their characters
+along ("the shaggy man" of Oz walking into Wonderland). The models are lowercase, so a
+name cannot be told from its spelling in the output; it is told from the library, which
+is read with its case kept: a *name* is a word that, where it stands inside a sentence
+(not after `.`, `!`, `?`, a quote, a colon or a line break, where any word may be
+capitalised), is written with a capital at least `capital_share` of the time, and at
+least `min_count` times. A name is *foreign* to a model when its own corpus never uses
+the word at all. The measure is foreign names per 10,000 generated characters, over
+samples continuing evenly spaced windows of the model's held-out text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from charlm.generate import Generator
+from charlm.sampling import Sampling
+
+_WORD = re.compile(r"[A-Za-z]+")
+_SENTENCE_START = set(".!?\"':;\n([")
+NOT_NAMES = frozenset({"i"})  # a capital by rule, not because it names someone
+
+
+def words(text: str) -> list[str]:
+    """The lowercase words of a text (runs of letters; "alice's" is "alice" and "s")."""
+    return _WORD.findall(text.lower())
+
+
+def _mid_sentence(text: str, start: int) -> bool:
+    """Whether the word starting at `start` follows another word within its sentence."""
+    i = start - 1
+    while i >= 0 and text[i] in " \t":
+        i -= 1
+    return i >= 0 and text[i] not in _SENTENCE_START
+
+
+def library_names(texts: Iterable[str], *, min_count: int = 5, capital_share: float = 0.9) -> set[str]:
+    """Lowercase words the texts (read with their case) write as names: capitalised in at
+    least `capital_share` of at least `min_count` mid-sentence uses."""
+    capital: Counter[str] = Counter()
+    uses: Counter[str] = Counter()
+    for text in texts:
+        for match in _WORD.finditer(text):
+            if not _mid_sentence(text, match.start()):
+                continue
+            word = match.group()
+            if len(word) > 1 and word.isupper():
+                continue  # set in capitals (a heading, a shout): says nothing either way
+            lower = word.lower()
+            uses[lower] += 1
+            capital[lower] += word[0].isupper()
+    return {w for w, n in uses.items()
+            if n >= min_count and capital[w] >= capital_share * n and w not in NOT_NAMES}
+
+
+def foreign_names(library: set[str], own_text: str) -> set[str]:
+    """The library's names that the model's own corpus never uses, in any case."""
+    return library - set(words(own_text))
+
+
+@dataclass
+class ForeignNameRate:
+    """Foreign names per 10,000 generated characters, and which ones were written."""
+
+    per_10k_chars: float
+    chars: int
+    found: Counter[str] = field(default_factory=Counter)
+    samples: int = 0
+    length: int = 0
+    temperatures: tuple[float, ...] = ()
+    names_known: int = 0
+
+    def to_json(self) -> dict:
+        return {"per_10k_chars": round(self.per_10k_chars, 2), "chars": self.chars,
+                "found": dict(self.found.most_common(20)), "samples": self.samples, "length": self.length,
+                "temperatures": list(self.temperatures), "foreign_names_known": self.names_known}
+
+
+def count_foreign(prompt: str, sample: str, foreign: set[str]) -> Counter[str]:
+    """The foreign names among the words the model wrote after `prompt`. A word the
+    prompt ends in may run on into the sample: it is judged whole, and only counted if
+    the model added to it."""
+    tail = re.search(r"[A-Za-z]*$", prompt).group().lower()
+    generated = words(tail + sample)
+    if tail and generated and generated[0] == tail:
+        generated = generated[1:]
+    return Counter(w for w in generated if w in foreign)
+
+
+def heldout_prompts(heldout_text: str, n: int = 20, size: int = 100) -> list[str]:
+    """`n` evenly spaced `size`-character windows of the held-out text (as the card's
+    recitation figure is prompted)."""
+    last = max(0, len(heldout_text) - size)
+    return [heldout_text[last * i // max(1, n - 1):][:size] for i in range(n)]
+
+
+def foreign_name_rate(gen: Generator, foreign: set[str], prompts: Sequence[str], *,
+                      temperatures: Sequence[float] = (0.5, 0.8), length: int = 400,
+                      seed: int = 0) -> ForeignNameRate:
+    """Sample `length` characters per prompt at each temperature (seeded) and count the
+    generated words in `foreign`; the prompt's own words are not counted."""
+    windows = [gen.vocab.window(p).ids for p in prompts]
+    found: Counter[str] = Counter()
+    chars = 0
+    for t_index, temperature in enumerate(temperatures):
+        settings = [Sampling(temperature=temperature, seed=seed + 1000 * t_index + i, length=length)
+                    for i in range(len(prompts))]
+        for prompt, sample in zip(prompts, gen.generate(windows, settings)):
+            chars += len(sample)
+            found += count_foreign(prompt, sample, foreign)
+    total = sum(found.values())
+    return ForeignNameRate(10_000 * total / chars if chars else 0.0, chars, found, len(prompts) * len(temperatures),
+                           length, tuple(temperatures), len(foreign))
