@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from charlm.int8_kernels import cell_stacked, cell_table, qmatmul, quantize_rows
-from charlm.numpy_lstm import _SCRATCH_SIZES, NumpyLSTM, State
+from charlm.numpy_lstm import NumpyLSTM, State
 from charlm.quantize import QuantizedWeights, padded
 
 
@@ -35,6 +35,7 @@ class Int8LSTM(NumpyLSTM):
 
     name = "numpy"
     precision = "int8"
+    scratch_type = _QScratch
     pad_every = 8  # an eighth of the padding states' 0.8 MB (2x512), for at most 7 more priming steps
 
     def __init__(self, weights: QuantizedWeights) -> None:  # not NumpyLSTM.__init__: no float32 weights here
@@ -93,10 +94,3 @@ class Int8LSTM(NumpyLSTM):
             self._layers(state, columns[t], s)
             out[:, t] = self.logits(state)
         return out
-
-    def _scratch_for(self, batch: int) -> _QScratch:
-        s = self._scratch.pop(batch, None) or _QScratch(batch, self.units)
-        self._scratch[batch] = s  # most recent last
-        if len(self._scratch) > _SCRATCH_SIZES:
-            del self._scratch[next(iter(self._scratch))]
-        return s

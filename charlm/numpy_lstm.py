@@ -112,6 +112,7 @@ class NumpyLSTM:
     name = "numpy"
     precision = "fp32"
     pad_every = 1
+    scratch_type: type = _Scratch  # the step's reused buffers; the int8 step has its own
     """Padding states kept every this many positions (priming steps the rest)."""
 
     def __init__(self, weights: LSTMWeights) -> None:
@@ -225,7 +226,7 @@ class NumpyLSTM:
             cell_next(s.z_in[layer - 1], s.z_rec[layer], w.biases[layer - 1], c, h)
 
     def _scratch_for(self, batch: int) -> _Scratch:
-        s = self._scratch.pop(batch, None) or _Scratch(batch, self.units)
+        s = self._scratch.pop(batch, None) or self.scratch_type(batch, self.units)
         self._scratch[batch] = s  # most recent last
         if len(self._scratch) > _SCRATCH_SIZES:
             del self._scratch[next(iter(self._scratch))]
