@@ -47,6 +47,10 @@ $py -m charlm finetune "$corpora/alice.txt" --model weights/storybook --dropout 
 $py -m charlm finetune "$corpora/seuss.txt" --model weights/alice \
     --lr 1e-3 --epochs 40 --patience 4 --max-minutes 12 --out weights/seuss
 
+# 6. weights/README.md: figures from the cards and fresh samples, next to the replaced
+#    models' (weights/previous.json, written once with --previous-from runs/previous).
+$py weights/describe.py
+
 # 7 (in progress, not shipped yet). A wider base for the whole library (pretrain and
 #    pretrain-extra, 138 books, linked into one folder): storybook widened to 2x640 with the same
 #    function (charlm widen), then trained in sittings. Sitting 1, 45 minutes (4 epochs):
@@ -57,7 +61,3 @@ $py -m charlm widen --model weights/storybook --units 640 --out runs/sb640-init
 $py -m charlm finetune runs/library --model runs/sb640-init --lr 1e-3 --epochs 100 --patience 3 \
     --steps-per-epoch 200 --val-windows 500 --max-minutes 45 --out weights/sittings/storybook640
 # next sitting: --model weights/sittings/storybook640 --out weights/sittings/storybook640-2
-
-# 6. weights/README.md: figures from the cards and fresh samples, next to the replaced
-#    models' (weights/previous.json, written once with --previous-from runs/previous).
-$py weights/describe.py
