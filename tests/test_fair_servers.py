@@ -157,12 +157,16 @@ def test_a_server_cycling_versions_keeps_to_its_share_and_its_short_queue(tmp_pa
             await handle.wait_final(timeout=30)
             return said(handle)
 
-        for i, name in enumerate(["m1", "m2", "m3", "m4", "m1"]):
+        # Which of A's versions loaded last above depends on the order the loads ran in; a cycle
+        # starting on the one still loaded needs no load for its first step.
+        cycle = ["m1", "m2", "m3", "m4", "m1"]
+        already_loaded = f"{cycle[0]}@v2" in loaded()
+        for i, name in enumerate(cycle):
             assert (await final(await generate(f"a{i}", A, name))).startswith("**the cat**")
             assert loaded() == sorted(["seuss@v1", f"{name}@v{int(name[1]) + 1}"])
         b_again = await final(await generate("b1", B, "seuss"))
         assert b_again.rsplit("\n-# ", 1)[-1].startswith("seuss v1")
-        assert loads() == 4 + 5  # B's version was never loaded again
+        assert loads() == 4 + len(cycle) - already_loaded  # B's version was never loaded again
 
     run(config, scenario)
 
