@@ -114,6 +114,8 @@ class BotContext:
     opened_by_extension: bool = False
     resolver: Resolver | None = None
     """Set by the fine-tune extension: per-server versions. Without it every name is its shipped v0."""
+    lister: Callable[[int | None], Awaitable[list[str]]] | None = None
+    """Set by the fine-tune extension: the model names a server may use. Without it: the engine's."""
 
     @classmethod
     async def open(cls, config: Config) -> "BotContext":
@@ -148,6 +150,12 @@ class BotContext:
         if name not in self.engine.models():
             raise CharLMError(f"There is no model called {name!r}.")
         return Serving(name, f"{name} v0")
+
+    async def model_names(self, guild_id: int | None) -> list[str]:
+        """The models a server (None: a DM) may use, for pickers."""
+        if self.lister is not None:
+            return await self.lister(guild_id)
+        return sorted(self.engine.models())
 
     async def load_model(self, name: str, folder: str | Path) -> ModelVersion:
         """Load a model folder as the next version of `name` (new names are added)."""

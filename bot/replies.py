@@ -62,6 +62,8 @@ def progress_reply(prompt: str, output: str, model: str, length: int) -> str:
     return reply_text(prompt, output, [f"{model} is writing… {len(output)}/{length}"], writing=True)
 
 
-def final_reply(prompt: str, output: str, model: str, temperature: float, notes: list[str]) -> str:
-    setting = "argmax (temperature 0)" if temperature == 0 else f"temperature {temperature:g}"
-    return reply_text(prompt, output, [str(model), setting, f"{len(output)} characters", *notes])
+def final_reply(prompt: str, output: str, model: str, temperature: float, seed: int, notes: list[str]) -> str:
+    """The footer names what reproduces the text: `seuss v3 · T 0.8 · seed 41234` (the same
+    version, temperature, length and seed give the same characters)."""
+    setting = "T 0 (argmax)" if temperature == 0 else f"T {temperature:g}"
+    return reply_text(prompt, output, [str(model), setting, f"seed {seed}", f"{len(output)} characters", *notes])

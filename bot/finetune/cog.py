@@ -23,7 +23,8 @@ from charlm.errors import CharLMError
 from charlm.storage import VOCAB_FILE
 from charlm.vocab import Vocabulary
 
-from bot.cog.generate import Length, Temperature
+from bot.server_settings import SettingsStore
+from bot.cog.generate import Length, Seed, Temperature
 from bot.context import BotContext, Serving, is_owner, may_manage
 from bot.db.departures import Departures
 from bot.db.legacy import import_legacy
@@ -133,6 +134,7 @@ class FinetuneCog(commands.Cog):
             self.db = None
             raise
         self.context.resolver = self.resolve
+        self.context.lister = self.registry.names
         self.purge_departed.start()
         if self.remote:
             self.watcher = asyncio.get_running_loop().create_task(self.runner.watch(), name="finetune-watch")
@@ -150,6 +152,7 @@ class FinetuneCog(commands.Cog):
             await asyncio.gather(self.watcher, return_exceptions=True)
         if self.context.resolver == self.resolve:
             self.context.resolver = None
+            self.context.lister = None
         if self.runner is not None:
             await self.runner.shutdown()
 
@@ -211,13 +214,15 @@ class FinetuneCog(commands.Cog):
             log.exception("purging servers the bot left failed")
 
     async def purge(self, guild_id: int) -> str:
-        """Delete everything of one server: jobs (a running one is stopped), versions, choices, history."""
+        """Delete everything of one server: jobs (a running one is stopped), versions, choices, history,
+        settings."""
         await self.runner.cancel(guild_id)
         deleted = await self.registry.purge_guild(guild_id)
         for version in deleted:
             self.loaded.forget(version)
         jobs = await self.store.delete_guild(guild_id)
         rows = await self.context.history.forget_guild(guild_id)
+        await SettingsStore(self.context.db).forget_guild(guild_id)  # its /settings
         await self.departures.returned(guild_id)
         log.info("purged guild %s: %d versions, %d jobs, %d history rows", guild_id, len(deleted), jobs, rows)
         return f"Deleted server {guild_id}'s data: {len(deleted)} model versions, {jobs} jobs, {rows} requests."
@@ -389,9 +394,11 @@ class FinetuneCog(commands.Cog):
     @app_commands.command(name="generate", description="Continue your text with storybook or a fine-tuned model")
     @app_commands.describe(model="storybook, or a model made with /finetune", text="Text to continue (the model reads its last "
                            "100 characters)", length="Characters to write", temperature="0 always picks the "
-                           "likeliest character; higher is more surprising")
+                           "likeliest character; higher is more surprising", seed="A reply's footer seed: "
+                           "the same version, text and settings write the same text again")
     async def generate(self, interaction: discord.Interaction, model: str, text: str | None = None,
-                       length: Length | None = None, temperature: Temperature | None = None) -> None:
+                       length: Length | None = None, temperature: Temperature | None = None,
+                       seed: Seed | None = None) -> None:
         name = model.strip().lower()
         if name in BUILTIN:
             raise CharLMError(f"Use /{name} for that model.")
@@ -401,7 +408,7 @@ class FinetuneCog(commands.Cog):
         if generation is None:  # /generate shares /alice's reply, history and cooldowns
             raise CharLMError("Generation is not available right now.")
         generation.cooldowns.check(interaction.user.id)
-        await generation.continue_text(interaction, name, text, length, temperature)
+        await generation.continue_text(interaction, name, text, length, temperature, seed)
 
     # ---- owners ---------------------------------------------------------------------------------
 

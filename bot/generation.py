@@ -1,0 +1,249 @@
+"""The one generate-and-stream path behind every way of asking: /alice, /seuss, /generate,
+@mentions, replies, the "Continue as…" message commands and the Reroll/Continue buttons.
+
+Each caller describes what was asked (`Ask`) and where the answer goes (a `Surface`: an
+interaction's response, or a reply in a channel); `Generator.run` does the rest the same
+way for all of them: the server's settings, limits, the engine, a reply edited as it grows
+(each edit through the output filter), the footer with the seed, the buttons, and one
+history row whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import discord
+
+from charlm import WINDOW
+from charlm.engine import EngineBusy, EngineTimeout
+from charlm.errors import CharLMError
+from charlm.sampling import Sampling
+from charlm.vocab import Vocabulary
+
+from bot.context import BotContext, Cooldowns, Serving, outcome_of
+from bot.history import Request
+from bot.outfilter import OutputFilter
+from bot.replies import final_reply, progress_reply, window_notes
+from bot.server_settings import ServerSettings, SettingsStore
+
+log = logging.getLogger(__name__)
+SEEDS = 100_000
+"""Seeds the bot picks are below this (five digits in the footer); users may give any up to MAX_SEED."""
+MAX_SEED = 2**31 - 1
+
+
+def user_message(error: CharLMError) -> str:
+    if isinstance(error, EngineBusy):
+        return "The models are busy right now; please try again in a minute."
+    if isinstance(error, EngineTimeout):
+        return f"That took too long ({error}); please try again, perhaps with a shorter length."
+    return str(error)
+
+
+def elapsed_ms(since: float) -> int:
+    return round((time.perf_counter() - since) * 1000)
+
+
+@dataclass
+class Ask:
+    """One request, however it was made. None for length/temperature/seed: the server's
+    default (or the config's); `version`: only this version may answer (a reroll)."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    parent_id: int | None  # the channel a thread is in (a server's allowed channels cover their threads)
+    command: str  # how it was asked: alice, generate, mention, reply, continue-as, reroll, continue
+    model: str
+    prompt: str
+    length: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    version: str | None = None
+
+
+class Surface(Protocol):
+    """Where a reply is shown."""
+
+    async def start(self) -> None:
+        """Acknowledge at once (an interaction's defer; nothing for a channel reply)."""
+
+    async def show(self, content: str, view: discord.ui.View | None = None) -> None:
+        """Show this content (the first call creates the reply, later ones edit it)."""
+
+    async def fail(self, text: str) -> None:
+        """Tell the asker, in one sentence, why there is no reply."""
+
+
+class LiveReply:
+    """Shows the text as it arrives, at most once per `interval` seconds, which keeps a
+    message well inside Discord's edit rate limits."""
+
+    def __init__(self, show: Callable[[str], Awaitable[None]], render: Callable[[str], str], interval: float) -> None:
+        self.show = show
+        self.render = render
+        self.interval = interval
+        self.text = ""
+        self.shown = ""
+        self._done = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="live-reply")
+
+    def update(self, text: str) -> None:
+        self.text = text
+
+    async def _run(self) -> None:
+        while not self._done.is_set():
+            try:
+                await asyncio.wait_for(self._done.wait(), self.interval)
+                return
+            except asyncio.TimeoutError:
+                pass
+            if self.text != self.shown:
+                self.shown = self.text
+                try:
+                    await self.show(self.render(self.text))
+                except discord.HTTPException as exc:
+                    log.warning("progress edit failed: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop editing; returns once no progress edit is in flight, so the final one lands last."""
+        self._done.set()
+        await self._task
+
+
+ViewFor = Callable[[Request], discord.ui.View]
+
+
+class Generator:
+    """Runs asks: shared by every cog that answers with generated text, so they share one
+    cooldown, one queue, the filter and the history."""
+
+    def __init__(self, context: BotContext, settings: SettingsStore, output_filter: OutputFilter) -> None:
+        self.context = context
+        self.settings = settings
+        self.filter = output_filter
+        limits = context.config.limits
+        self.cooldowns = Cooldowns(limits.cooldown_uses, limits.cooldown_seconds)
+        self.in_flight: set[asyncio.Task] = set()
+        self.view_for: ViewFor | None = None
+        """Set by the buttons: the Reroll/Continue view of a finished reply (by its history row)."""
+
+    def masker(self, settings: ServerSettings) -> Callable[[str], str]:
+        """The filter as a server configured it (identity when the server turned it off)."""
+        if not settings.filter:
+            return lambda text: text
+        words = settings.words
+        return lambda text: self.filter.mask(text, words)
+
+    async def run(self, surface: Surface, ask: Ask) -> Request:
+        """Answer one ask and record it, whatever happens; returns its history row."""
+        started = time.perf_counter()
+        task = asyncio.current_task()
+        self.in_flight.add(task)
+        record = Request(user_id=ask.user_id, guild_id=ask.guild_id, channel_id=ask.channel_id,
+                         command=ask.command, prompt=ask.prompt, model=ask.model)
+        recorded = False
+        try:
+            recorded = await self._answer(surface, ask, record, started)
+        except CharLMError as exc:
+            record.outcome, record.error = outcome_of(exc), str(exc)
+            await self._fail(surface, user_message(exc))
+        except asyncio.CancelledError:
+            record.outcome, record.error = "error", "the bot shut down before the reply was finished"
+            await self._fail(surface, "The bot is restarting and could not finish this reply; "
+                                      "please try again in a minute.")
+            raise
+        except Exception as exc:
+            record.outcome, record.error = "error", f"{exc.__class__.__name__}: {exc}"
+            raise  # the caller's error handler logs it with context and apologises
+        finally:
+            self.in_flight.discard(task)
+            if not recorded:
+                record.latency_ms = elapsed_ms(started)
+                await self.context.record(record)
+        return record
+
+    @staticmethod
+    async def _fail(surface: Surface, text: str) -> None:
+        try:
+            await surface.fail(text)
+        except discord.HTTPException as exc:
+            log.warning("could not tell the asker: %s", exc)
+
+    async def _answer(self, surface: Surface, ask: Ask, record: Request, started: float) -> bool:
+        # Acknowledge first: Discord shows "thinking" at once, and nothing the reply needs
+        # (settings, the model's version and window, a version loaded on demand) waits in
+        # front of the acknowledgement.
+        await surface.start()
+        record.ack_ms = elapsed_ms(started)
+        settings = await self.settings.get(ask.guild_id)
+        if not (settings.allows(ask.channel_id) or settings.allows(ask.parent_id)):
+            raise CharLMError("This server's admins have turned me off in this channel.")
+        g = self.context.config.generation
+        length = ask.length or settings.length or g.default_length
+        temperature = ask.temperature if ask.temperature is not None else (
+            settings.temperature if settings.temperature is not None else g.default_temperature)
+        seed = ask.seed if ask.seed is not None else secrets.randbelow(SEEDS)
+        record.sampling = {"length": length, "temperature": temperature, "seed": seed}
+        if length > g.max_length:
+            raise CharLMError(f"This server allows at most {g.max_length} characters per reply.")
+        if temperature > g.max_temperature:
+            raise CharLMError(f"This server allows a temperature of at most {g.max_temperature:g}.")
+        serving, vocab = await self._serving(ask.guild_id, ask.model)
+        label = serving.label  # `seuss v3`, as /models lists it
+        if ask.version is not None and label != ask.version:
+            raise CharLMError(f"{ask.version} wrote that reply and is no longer served here, so it cannot be "
+                              f"rerolled; ask {ask.model} again instead.")
+        mask = self.masker(settings)
+        window = vocab.window(ask.prompt, WINDOW)  # to show the prompt as the model reads it
+        record.window, record.model_version = window.text, label.rpartition(" ")[2]
+        shown_prompt = mask(window.prompt_text)
+        live = LiveReply(surface.show, lambda text: progress_reply(shown_prompt, mask(text), label, length),
+                         g.edit_interval)
+        try:
+            result = await self.context.engine.generate(
+                serving.key, ask.prompt, Sampling(temperature=temperature, length=length, seed=seed),
+                timeout=self.context.config.limits.request_timeout, on_text=live.update)
+        finally:
+            await live.stop()
+        record.window, record.output = result.window.text, result.text  # as the engine saw them
+        notes = window_notes(result.window, WINDOW)
+        content = final_reply(mask(result.window.prompt_text), mask(result.text), label, temperature, seed, notes)
+        record.latency_ms = elapsed_ms(started)
+        await self.context.record(record)  # first: the buttons name its row
+        view = self.view_for(record) if self.view_for is not None and record.id is not None else None
+        await surface.show(content, view)
+        return True
+
+    async def _serving(self, guild_id: int | None, name: str) -> tuple[Serving, Vocabulary]:
+        """What serves `name` here, and its characters; asked again once if the version was
+        unloaded in between (another server's request evicted it)."""
+        for attempt in (1, 2):
+            serving = await self.context.serving(guild_id, name)
+            try:
+                version, vocab = self.context.engine.current(serving.key)
+                return serving, vocab
+            except CharLMError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def drain(self) -> None:
+        """Give replies being written a bounded time to finish, then stop the rest
+        (their users are told, while the connection to Discord is still open)."""
+        if not self.in_flight:
+            return
+        grace = self.context.config.limits.shutdown_grace
+        log.info("waiting up to %.0f s for %d replies in flight", grace, len(self.in_flight))
+        _, unfinished = await asyncio.wait(set(self.in_flight), timeout=grace)
+        if unfinished:
+            log.warning("stopping %d replies still being written", len(unfinished))
+            for task in unfinished:
+                task.cancel()
+            await asyncio.wait(unfinished, timeout=5)
