@@ -58,27 +58,27 @@ class ReplyButtons:
             def __init__(self, row: int) -> None:
                 super().__init__(discord.ui.Button(label="Reroll", emoji="🎲", custom_id=f"{REROLL}{row}",
                                                    style=discord.ButtonStyle.secondary))
-                self.row = row
+                self.row_id = row
 
             @classmethod
             async def from_custom_id(cls, interaction: discord.Interaction, item: Any, match: re.Match) -> "Reroll":
                 return cls(int(match["row"]))
 
             async def callback(self, interaction: discord.Interaction) -> None:
-                await buttons.press(interaction, self.row, reroll=True)
+                await buttons.press(interaction, self.row_id, reroll=True)
 
         class More(discord.ui.DynamicItem[discord.ui.Button], template=re.escape(MORE) + ROW):
             def __init__(self, row: int) -> None:
                 super().__init__(discord.ui.Button(label="Continue", emoji="➕", custom_id=f"{MORE}{row}",
                                                    style=discord.ButtonStyle.secondary))
-                self.row = row
+                self.row_id = row
 
             @classmethod
             async def from_custom_id(cls, interaction: discord.Interaction, item: Any, match: re.Match) -> "More":
                 return cls(int(match["row"]))
 
             async def callback(self, interaction: discord.Interaction) -> None:
-                await buttons.press(interaction, self.row, reroll=False)
+                await buttons.press(interaction, self.row_id, reroll=False)
 
         self.items = (Reroll, More)
 

@@ -1,0 +1,150 @@
+"""The bot in the conversation, through the Discord double with the real discord.py client:
+@mentions, replies to its replies, "Continue as…" message commands, Reroll/Continue
+buttons (also after a restart), seeds, /settings, and the output filter on every edit."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.config import Config
+from bot.runner import CharLMBot
+from tests.conftest import make_text
+from tests.discord_double import (
+    ChannelSpec, DiscordDouble, GuildSpec, InteractionHandle, LogGuard, StoredMessage, UserSpec, World, running_bot,
+    running_double,
+)
+from tests.test_bot import write_config
+
+GUILD = 910000000000000001
+GENERAL, BOTS = 920000000000000001, 920000000000000002
+ALICE_ID, BOB_ID = 930000000000000001, 930000000000000002
+FOOTER = re.compile(r"\n-# (\S+ v\d+) · T ([\d.]+)(?: \(argmax\))? · seed (\d+) · (\d+) characters")
+CHANNEL_SEND = "POST /channels/{channel}/messages"
+CHANNEL_EDIT = "PATCH /channels/{channel}/messages/{message}"
+
+
+@pytest.fixture(autouse=True)
+def guard(discord_log_guard: LogGuard) -> LogGuard:
+    return discord_log_guard
+
+
+def world() -> World:
+    """The default users in one guild with two channels (one for allowing, one for not)."""
+    guild = GuildSpec(GUILD, channels=(ChannelSpec(GENERAL, "general"), ChannelSpec(BOTS, "bots")))
+    return World(guilds=[guild], users=[UserSpec(ALICE_ID, "alice", manage_guild=True), UserSpec(BOB_ID, "bob")])
+
+
+@pytest.fixture
+def config(tmp_path: Path, tiny_model: Path) -> Config:
+    return write_config(tmp_path, tiny_model, tiny_model, generation={"default_length": 30, "edit_interval": 0.2})
+
+
+def finished(message: StoredMessage | None) -> bool:
+    return message is not None and FOOTER.search(message.content) is not None
+
+
+async def bot_reply_to(double: DiscordDouble, message: StoredMessage, timeout: float = 30) -> StoredMessage:
+    """The bot's channel reply to `message`, once its footer (the final edit) is there."""
+    def found() -> StoredMessage | None:
+        for candidate in double.rest.messages.values():
+            if candidate.kind == "channel" and candidate.reference and \
+                    candidate.reference["message_id"] == str(message.id):
+                return candidate
+        return None
+
+    await double.notifier.wait_for(lambda: finished(found()), timeout)
+    await asyncio.sleep(0.3)  # nothing may follow the final edit
+    reply = found()
+    assert reply is not None
+    return reply
+
+
+async def answered(handle: InteractionHandle, timeout: float = 30) -> StoredMessage:
+    reply = await handle.wait_final(lambda h: finished(h.original), timeout=timeout)
+    assert reply is not None
+    return reply
+
+
+def rows(config: Config) -> list[sqlite3.Row]:
+    db = sqlite3.connect(config.database_url.split("///", 1)[1])
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute("SELECT * FROM requests ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def bot_bodies(double: DiscordDouble) -> list[dict]:
+    """Every JSON body the bot sent that shows text: creates, edits and callbacks."""
+    return [r.json for r in double.requests
+            if r.method in ("POST", "PATCH") and isinstance(r.json, dict) and "/commands" not in r.path]
+
+
+def run(config: Config, scenario, **double_options) -> None:
+    async def main() -> None:
+        async with running_double(world=world(), **double_options) as double:
+            async with running_bot(CharLMBot(config, guild_ready_timeout=0.1), timeout=60) as bot:
+                await double.wait_commands(["alice", "settings", "Continue as Alice", "Continue as…"])
+                await scenario(double, bot)
+            double.assert_no_violations()
+
+    asyncio.run(main())
+
+
+def test_mentions_are_answered_where_allowed_and_replies_continue_a_chain_of_three(config: Config) -> None:
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        asked = await double.send_message("Alice was", mention_bot=True, user="bob")
+        first = await bot_reply_to(double, asked)
+        label, _, _, length = FOOTER.search(first.content).groups()
+        assert label == "alice v0" and length == "30" and first.content.startswith("**alice was**")
+        assert first.custom_ids() == [f"charlm:reroll:{rows(config)[0]['id']}", f"charlm:more:{rows(config)[0]['id']}"]
+
+        # `seuss:` picks the model; in a DM no mention is needed
+        seuss = await bot_reply_to(double, await double.send_message("seuss: the cat", mention_bot=True, user="bob"))
+        assert FOOTER.search(seuss.content)[1] == "seuss v0" and seuss.content.startswith("**the cat**")
+        in_dm = await bot_reply_to(double, await double.send_message("the queen", user="bob", dm=True))
+        assert in_dm.guild_id is None and finished(in_dm)
+
+        # a reply chain of three: replies to the bot's replies, without pinging it (so the
+        # bot gets no content: it goes on from its own reply's history row)
+        previous, chain = first, []
+        for turn in range(3):
+            said = await double.send_message("", reply_to=previous, ping_reply=False, user="alice")
+            previous = await bot_reply_to(double, said)
+            chain.append(previous)
+        history = rows(config)
+        replies = [r for r in history if r["command"] == "reply"]
+        assert len(replies) == 3 and all(r["model"] == "alice" and r["outcome"] == "ok" for r in replies)
+        for before, after in zip([history[0], *replies], replies):
+            assert after["prompt"] == (before["prompt"] + before["output"])[-100:]  # goes on from the last reply
+
+        # messages that do not mention the bot are not answered (and carry no content for it)
+        await double.send_message("just chatting", user="bob")
+        await asyncio.sleep(0.5)
+        assert len(rows(config)) == 6
+
+        # the server's admins keep it to #bots: a mention in #general is ignored, in #bots answered
+        handle = await double.send_command("settings", {"channels": f"<#{BOTS}>"}, user="alice")
+        saved = await handle.wait_final()
+        assert saved.ephemeral and saved.content.startswith("Saved.") and f"<#{BOTS}>" in saved.content
+        await double.send_message("Alice was", mention_bot=True, user="bob", channel_id=GENERAL)
+        await asyncio.sleep(0.8)
+        assert len(rows(config)) == 6
+        allowed = await bot_reply_to(double, await double.send_message("Alice was", mention_bot=True, user="bob",
+                                                                        channel_id=BOTS))
+        assert finished(allowed) and len(rows(config)) == 7
+        handle = await double.send_command("alice", {"text": "x"}, user="bob", channel_id=GENERAL)
+        await handle.wait_final(lambda h: bool(h.followups))
+        refused = handle.followups[-1]  # "thinking…" is removed, the refusal is private
+        assert handle.original.deleted and refused.ephemeral and refused.content == "This server's admins have turned me off in this channel."
+
+        for call in double.calls(CHANNEL_SEND) + double.calls(CHANNEL_EDIT):
+            assert call.json["allowed_mentions"]["parse"] == []
+            assert call.json["allowed_mentions"].get("replied_user") in (None, False)
+
+    run(config, scenario)
