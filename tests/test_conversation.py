@@ -148,3 +148,75 @@ def test_mentions_are_answered_where_allowed_and_replies_continue_a_chain_of_thr
             assert call.json["allowed_mentions"].get("replied_user") in (None, False)
 
     run(config, scenario)
+
+
+def test_message_commands_continue_any_message_and_the_picker_offers_the_servers_models(config: Config) -> None:
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        target = await double.send_message("the rabbit said", user="bob")  # no mention: the bot got no content
+        kinds = {name: double.commands()[name]["type"] for name in ("Continue as Alice", "Continue as Seuss",
+                                                                       "Continue as…")}
+        assert set(kinds.values()) == {3}  # message commands
+        for name, model in (("Continue as Alice", "alice"), ("Continue as Seuss", "seuss")):
+            handle = await double.send_message_command(name, target, user="alice")
+            assert await handle.acknowledged() == 5
+            reply = await answered(handle)
+            assert not reply.ephemeral and reply.content.startswith("**the rabbit said**")
+            assert FOOTER.search(reply.content)[1] == f"{model} v0"
+
+        handle = await double.send_message_command("Continue as…", target, user="alice")
+        picker = await handle.wait_final()
+        assert picker.ephemeral and picker.custom_ids() == ["charlm:pick"]
+        options = [o["value"] for o in picker.components[0]["components"][0]["options"]]
+        assert options == ["alice", "seuss"]
+        picked = await double.click(picker, "charlm:pick", user="alice", component_type=3, values=["seuss"])
+        assert await picked.acknowledged() == 5  # a new message, in public
+        reply = await answered(picked)
+        assert not reply.ephemeral and FOOTER.search(reply.content)[1] == "seuss v0"
+        assert reply.content.startswith("**the rabbit said**")
+        assert [(r["command"], r["model"]) for r in rows(config)] == [
+            ("continue-as", "alice"), ("continue-as", "seuss"), ("continue-as", "seuss")]
+
+    run(config, scenario)
+
+
+def test_reroll_is_the_askers_continue_is_anyones_and_a_seed_repeats_a_text(config: Config) -> None:
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        handle = await double.send_command("alice", {"text": "Alice was", "temperature": 1.2, "seed": 41234},
+                                           user="bob")
+        first = await answered(handle)
+        assert FOOTER.search(first.content).groups() == ("alice v0", "1.2", "41234", "30")
+        again = await answered(await double.send_command("alice", {"text": "Alice was", "temperature": 1.2,
+                                                                    "seed": 41234}, user="alice"))
+        assert again.content == first.content  # the same version, text, settings and seed: the same text
+        row = rows(config)[0]["id"]
+        assert first.custom_ids() == [f"charlm:reroll:{row}", f"charlm:more:{row}"]
+
+        refused = await double.click(first, f"charlm:reroll:{row}", user="alice")
+        await refused.wait_final(lambda h: bool(h.original and h.original.ephemeral) or bool(h.followups))
+        answer = refused.followups[-1] if refused.followups else refused.original
+        assert answer.ephemeral and answer.content.startswith(f"Only <@{BOB_ID}>, who asked for this reply")
+
+        before = first.content
+        reroll = await double.click(first, f"charlm:reroll:{row}", user="bob")
+        assert await reroll.acknowledged() == 6  # the reply is updated in place
+        await reroll.wait_final(lambda h: h.original.content != before and finished(h.original))
+        rerolled = reroll.original
+        assert rerolled.id == first.id
+        label, temperature, seed, length = FOOTER.search(rerolled.content).groups()
+        assert (label, temperature, length) == ("alice v0", "1.2", "30")
+        new_row = rows(config)[-1]
+        assert new_row["command"] == "reroll" and new_row["prompt"] == "Alice was"
+        assert rerolled.custom_ids() == [f"charlm:reroll:{new_row['id']}", f"charlm:more:{new_row['id']}"]
+        same = await answered(await double.send_command("alice", {"text": "Alice was", "temperature": 1.2,
+                                                                   "seed": int(seed)}, user="bob"))
+        assert same.content.split("\n-# ")[0] == rerolled.content.split("\n-# ")[0]
+
+        more = await double.click(rerolled, f"charlm:more:{new_row['id']}", user="alice")  # anyone may
+        assert await more.acknowledged() == 5  # a new message
+        continued = await answered(more)
+        assert continued.id != first.id and not continued.ephemeral
+        last = rows(config)[-1]
+        assert last["command"] == "continue" and last["user_id"] == ALICE_ID
+        assert last["prompt"] == (new_row["prompt"] + new_row["output"])[-100:]
+
+    run(config, scenario)
