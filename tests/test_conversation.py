@@ -220,3 +220,105 @@ def test_reroll_is_the_askers_continue_is_anyones_and_a_seed_repeats_a_text(conf
         assert last["prompt"] == (new_row["prompt"] + new_row["output"])[-100:]
 
     run(config, scenario)
+
+
+def test_buttons_and_settings_survive_a_restart_and_settings_go_with_the_server(config: Config) -> None:
+    async def main() -> None:
+        async with running_double(world=world()) as double:
+            async with running_bot(CharLMBot(config, guild_ready_timeout=0.1), timeout=60):
+                await double.wait_commands(["alice", "settings"])
+                reply = await answered(await double.send_command("alice", {"text": "Alice was"}, user="bob"))
+                handle = await double.send_command("settings", {"model": "seuss", "length": 40, "temperature": 0.5,
+                                                                "words": "rabbit, hatter"}, user="alice")
+                assert (await handle.wait_final()).content.startswith("Saved.")
+                refused = await double.send_command("settings", {"length": 5000}, user="alice")
+                assert (await refused.wait_final()).ephemeral  # Discord's own bound (1500), then ours
+                handle = await double.send_command("settings", {"words": "no good!"}, user="alice")
+                assert (await handle.wait_final()).content == "'good!' is not a word: use 2 to 32 letters, digits, ' or -."
+                handle = await double.send_command("settings", {"length": 20}, user="bob")
+                assert (await handle.wait_final()).content == ("Only this server's admins (Manage Server) can "
+                                                               "change its settings.")
+            row = rows(config)[0]["id"]
+            async with running_bot(CharLMBot(config, guild_ready_timeout=0.1), timeout=60):
+                await double.wait_commands(["alice", "settings"])
+                more = await double.click(reply, f"charlm:more:{row}", user="alice")  # no view kept in memory
+                assert await more.acknowledged() == 5
+                assert finished(await answered(more))
+                shown = await (await double.send_command("settings", user="alice")).wait_final()
+                assert "**Model for @mentions:** seuss" in shown.content and "rabbit, hatter" in shown.content
+                assert "**Temperature:** 0.5 · **length:** 40" in shown.content
+                mention = await bot_reply_to(double, await double.send_message("the cat", mention_bot=True,
+                                                                                user="bob"))
+                assert FOOTER.search(mention.content).groups() == ("seuss v0", "0.5", FOOTER.search(
+                    mention.content)[3], "40")
+
+                purge = await double.send_command("purge-server", {"server": str(GUILD)}, user="owner")
+                await purge.wait_final(lambda h: bool(h.followups))
+                assert "Deleted server" in purge.followups[-1].content
+                shown = await (await double.send_command("settings", user="alice")).wait_final()
+                assert "**Answers in:** every channel" in shown.content and "**Model for @mentions:** alice" in \
+                    shown.content
+                gone = await double.click(reply, f"charlm:reroll:{row}", user="bob")
+                answer = await gone.wait_final()
+                assert answer.ephemeral and answer.content.startswith("That reply is no longer in the history")
+            double.assert_no_violations()
+
+    asyncio.run(main())
+    db = sqlite3.connect(config.database_url.split("///", 1)[1])
+    try:
+        assert db.execute("SELECT COUNT(*) FROM server_settings").fetchone()[0] == 0
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def sweary_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """The tiny model fine-tuned on a text where five common words became one on the filter's list."""
+    from charlm.jobs import finetune
+    from charlm.train import TrainConfig
+
+    folder = tmp_path_factory.mktemp("sweary")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(re.sub(r"\b(the|she|said|was|very)\b", "shit", make_text(20_000, seed=3)), "utf-8")
+    finetune(corpus, tiny_model, folder / "model", TrainConfig(epochs=4, batch_size=32, learning_rate=1e-2))
+    return folder / "model"
+
+
+def contents(body: dict) -> list[str]:
+    """The text a request body would show: content of a message, an edit or a callback."""
+    found = [body.get("content")] + [(body.get("data") or {}).get("content")]
+    return [c for c in found if isinstance(c, str)]
+
+
+def test_the_filter_masks_every_edit_of_a_model_that_learned_a_listed_word(tmp_path: Path, sweary_model: Path) -> None:
+    config = write_config(tmp_path, sweary_model, sweary_model,
+                          generation={"default_length": 1500, "max_length": 1500, "edit_interval": 0.2})
+    word = re.compile(r"\bshit\b", re.IGNORECASE)
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        for i in range(60):  # a batch beside each reply, so it takes long enough to be edited as it grows
+            bot.charlm.engine.submit("alice", "busy", length=10_000, seed=i)
+        for prompt in ("she said", "the cat", "down the"):
+            await answered(await double.send_command("alice", {"text": prompt}, user="bob"))
+            await bot_reply_to(double, await double.send_message(prompt, mention_bot=True, user="bob"))
+        shown = [c for body in bot_bodies(double) for c in contents(body)]
+        assert len(shown) > 6  # streamed: several edits per reply, each checked
+        assert not any(word.search(c) for c in shown)
+        assert any(r"\*\*\*" in c for c in shown)  # masked, not dropped
+        assert any(word.search(r["output"]) for r in rows(config))  # ...though the model wrote it
+
+        handle = await double.send_command("settings", {"words": "rabbit"}, user="alice")
+        await handle.wait_final()
+        start = len(double.requests)
+        for prompt in ("the rabbit", "a rabbit"):
+            await answered(await double.send_command("alice", {"text": prompt, "length": 300}, user="bob"))
+        extra = [c for r in double.requests[start:] if isinstance(r.json, dict) for c in contents(r.json)]
+        assert not any(re.search(r"\brabbit\b", c) for c in extra)
+
+        handle = await double.send_command("settings", {"filter": False}, user="alice")
+        await handle.wait_final()
+        start = len(double.requests)
+        reply = await answered(await double.send_command("alice", {"text": "she said", "temperature": 0}, user="bob"))
+        assert word.search(reply.content)  # off: shown as written
+
+    run(config, scenario)
