@@ -322,3 +322,29 @@ def test_the_filter_masks_every_edit_of_a_model_that_learned_a_listed_word(tmp_p
         assert word.search(reply.content)  # off: shown as written
 
     run(config, scenario)
+
+
+def test_settings_store_on_sqlite_and_postgresql(store_url: str) -> None:
+    from bot.db.engine import open_database
+    from bot.server_settings import ServerSettings, SettingsStore, parse_words
+    from charlm.errors import CharLMError
+
+    async def main() -> None:
+        db = await open_database(store_url)
+        try:
+            store = SettingsStore(db)
+            assert await store.get(GUILD) == ServerSettings() == await store.get(None)  # defaults, and DMs
+            chosen = ServerSettings(channels=(BOTS,), mentions=False, model="seuss", temperature=0.5, length=40,
+                                    filter=False, words=parse_words("Darn, heck darn"))
+            await store.put(GUILD, chosen, ALICE_ID)
+            await store.put(GUILD + 1, ServerSettings(length=10))
+            assert await store.get(GUILD) == chosen and chosen.words == ("darn", "heck")
+            assert not chosen.allows(GENERAL) and chosen.allows(BOTS) and ServerSettings().allows(GENERAL)
+            assert await store.forget_guild(GUILD) == 1
+            assert await store.get(GUILD) == ServerSettings() and (await store.get(GUILD + 1)).length == 10
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+    with pytest.raises(CharLMError, match="at most 50 words"):
+        parse_words(" ".join(f"w{i}" for i in range(51)))
