@@ -107,7 +107,8 @@ class LiveReply:
             if self.text != self.shown:
                 self.shown = self.text
                 try:
-                    await self.show(self.render(self.text))
+                    # rendering runs the output filter (milliseconds per edit): off the event loop
+                    await self.show(await asyncio.to_thread(self.render, self.text))
                 except discord.HTTPException as exc:
                     log.warning("progress edit failed: %s", exc)
 
@@ -138,8 +139,7 @@ class Generator:
         """The filter as a server configured it (identity when the server turned it off)."""
         if not settings.filter:
             return lambda text: text
-        words = settings.words
-        return lambda text: self.filter.mask(text, words)
+        return self.filter.masker(settings.words)
 
     async def run(self, surface: Surface, ask: Ask) -> Request:
         """Answer one ask and record it, whatever happens; returns its history row."""
@@ -203,7 +203,7 @@ class Generator:
         mask = self.masker(settings)
         window = vocab.window(ask.prompt, WINDOW)  # to show the prompt as the model reads it
         record.window, record.model_version = window.text, label.rpartition(" ")[2]
-        shown_prompt = mask(window.prompt_text)
+        shown_prompt = await asyncio.to_thread(mask, window.prompt_text)
         live = LiveReply(surface.show, lambda text: progress_reply(shown_prompt, mask(text), label, length),
                          g.edit_interval)
         try:
@@ -214,7 +214,8 @@ class Generator:
             await live.stop()
         record.window, record.output = result.window.text, result.text  # as the engine saw them
         notes = window_notes(result.window, WINDOW)
-        content = final_reply(mask(result.window.prompt_text), mask(result.text), label, temperature, seed, notes)
+        content = await asyncio.to_thread(lambda: final_reply(mask(result.window.prompt_text), mask(result.text),
+                                                              label, temperature, seed, notes))
         record.latency_ms = elapsed_ms(started)
         await self.context.record(record)  # first: the buttons name its row
         view = self.view_for(record) if self.view_for is not None and record.id is not None else None
