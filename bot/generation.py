@@ -180,6 +180,7 @@ class Generator:
         # Acknowledge first: Discord shows "thinking" at once, and nothing the reply needs
         # (settings, the model's version and window, a version loaded on demand) waits in
         # front of the acknowledgement.
+        self._check_limits(ask.length, ask.temperature)  # before the defer: a private one-liner at once
         await surface.start()
         record.ack_ms = elapsed_ms(started)
         settings = await self.settings.get(ask.guild_id)
@@ -191,10 +192,7 @@ class Generator:
             settings.temperature if settings.temperature is not None else g.default_temperature)
         seed = ask.seed if ask.seed is not None else secrets.randbelow(SEEDS)
         record.sampling = {"length": length, "temperature": temperature, "seed": seed}
-        if length > g.max_length:
-            raise CharLMError(f"This server allows at most {g.max_length} characters per reply.")
-        if temperature > g.max_temperature:
-            raise CharLMError(f"This server allows a temperature of at most {g.max_temperature:g}.")
+        self._check_limits(length, temperature)  # a server's defaults, set under older limits
         serving, vocab = await self._serving(ask.guild_id, ask.model)
         label = serving.label  # `seuss v3`, as /models lists it
         if ask.version is not None and label != ask.version:
@@ -221,6 +219,13 @@ class Generator:
         view = self.view_for(record) if self.view_for is not None and record.id is not None else None
         await surface.show(content, view)
         return True
+
+    def _check_limits(self, length: int | None, temperature: float | None) -> None:
+        g = self.context.config.generation
+        if length is not None and length > g.max_length:
+            raise CharLMError(f"This server allows at most {g.max_length} characters per reply.")
+        if temperature is not None and temperature > g.max_temperature:
+            raise CharLMError(f"This server allows a temperature of at most {g.max_temperature:g}.")
 
     async def _serving(self, guild_id: int | None, name: str) -> tuple[Serving, Vocabulary]:
         """What serves `name` here, and its characters; asked again once if the version was
