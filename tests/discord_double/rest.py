@@ -16,6 +16,7 @@ from aiohttp import BodyPartReader, web
 from .interactions import ATTACHMENT_SIZE_LIMIT, InteractionHandle, Notifier
 from .messages import DiscordError, check_sizes, revise, validate
 from .models import UserSpec, World, snowflake
+from .spec import checker
 from .recording import LOADING, RecordedFile, RecordedRequest, StoredAttachment, StoredMessage, Violation
 
 log = logging.getLogger("tests.discord_double")
@@ -140,6 +141,10 @@ class RestApi:
         )
         self.requests.append(rec)
         request[REC] = rec
+        spec = checker()
+        if spec is not None and isinstance(body, (dict, list)):
+            for error in spec.errors(rec.method, rec.path, body):
+                self.violate("openapi", f"{rec.method} {rec.path}: {error}")
         return rec
 
     def _rate_limited(self, rec: RecordedRequest) -> web.Response | None:
