@@ -39,7 +39,7 @@ def test_check_loads_everything_and_generates(tmp_path: Path, tiny_model: Path) 
     assert lines[1] == "history: ok (0 requests stored in the database)"
     assert lines[2].startswith("model alice ") and lines[3].startswith("model seuss ")
     assert "'once upon a time' -> '" in lines[2]
-    assert lines[-2].startswith("database sqlite+aiosqlite:///") and "(schema 0002, 0 fine-tuned versions, 0 jobs)" in lines[-2]
+    assert lines[-2].startswith("database sqlite+aiosqlite:///") and "(schema 0004, 0 fine-tuned versions, 0 jobs)" in lines[-2]
     assert lines[-1].startswith("all checks passed in ")
     assert (tmp_path / "data" / "charbot.sqlite3").is_file()
 
