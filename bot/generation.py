@@ -148,9 +148,8 @@ class Generator:
         self.in_flight.add(task)
         record = Request(user_id=ask.user_id, guild_id=ask.guild_id, channel_id=ask.channel_id,
                          command=ask.command, prompt=ask.prompt, model=ask.model)
-        recorded = False
         try:
-            recorded = await self._answer(surface, ask, record, started)
+            await self._answer(surface, ask, record, started)
         except CharLMError as exc:
             record.outcome, record.error = outcome_of(exc), str(exc)
             await self._fail(surface, user_message(exc))
@@ -164,7 +163,7 @@ class Generator:
             raise  # the caller's error handler logs it with context and apologises
         finally:
             self.in_flight.discard(task)
-            if not recorded:
+            if record.id is None:  # not recorded yet (a success is, before its final edit)
                 record.latency_ms = elapsed_ms(started)
                 await self.context.record(record)
         return record
@@ -176,7 +175,7 @@ class Generator:
         except discord.HTTPException as exc:
             log.warning("could not tell the asker: %s", exc)
 
-    async def _answer(self, surface: Surface, ask: Ask, record: Request, started: float) -> bool:
+    async def _answer(self, surface: Surface, ask: Ask, record: Request, started: float) -> None:
         # Acknowledge first: Discord shows "thinking" at once, and nothing the reply needs
         # (settings, the model's version and window, a version loaded on demand) waits in
         # front of the acknowledgement.
@@ -218,7 +217,6 @@ class Generator:
         await self.context.record(record)  # first: the buttons name its row
         view = self.view_for(record) if self.view_for is not None and record.id is not None else None
         await surface.show(content, view)
-        return True
 
     def _check_limits(self, length: int | None, temperature: float | None) -> None:
         g = self.context.config.generation
