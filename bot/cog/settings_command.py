@@ -35,14 +35,14 @@ def parse_channels(text: str) -> tuple[int, ...]:
 
 def describe(settings: ServerSettings, default_model: str, default_length: int, default_temperature: float) -> str:
     channels = " ".join(f"<#{c}>" for c in settings.channels) or "every channel"
-    words = ", ".join(settings.words) or "none"
+    words = discord.utils.escape_markdown(", ".join(settings.words) or "none")
     t = settings.temperature if settings.temperature is not None else default_temperature
     return "\n".join([
         f"**Answers in:** {channels}",
         f"**Answers @mentions and replies:** {'yes' if settings.mentions else 'no'}",
         f"**Model for @mentions:** {settings.model or default_model}",
         f"**Temperature:** {t:g} · **length:** {settings.length or default_length}",
-        f"**Output filter:** {'on' if settings.filter else 'off'} · **extra words:** {discord.utils.escape_markdown(words)}",
+        f"**Output filter:** {'on' if settings.filter else 'off'} · **extra words:** {words}",
     ])
 
 

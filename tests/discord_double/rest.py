@@ -424,7 +424,8 @@ class RestApi:
         self.messages[message.id] = message
         return message
 
-    def _reference(self, rec: RecordedRequest, channel_id: int, reference: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _reference(self, rec: RecordedRequest, channel_id: int,
+                   reference: dict[str, Any] | None) -> dict[str, Any] | None:
         """A reply's message_reference: the message must exist (Discord's fail_if_not_exists default)."""
         if not reference:
             return None

@@ -15,8 +15,8 @@ from aiohttp import web
 
 from .gateway import Gateway, ResumeRecord
 from .interactions import (
-    MESSAGE_COMMAND, APPLICATION_COMMAND, AUTOCOMPLETE, COMPONENT, InteractionHandle, Notifier, build_options, find_command,
-    dm_interaction_base, interaction_base, offered_in_dms,
+    APPLICATION_COMMAND, AUTOCOMPLETE, COMPONENT, MESSAGE_COMMAND, InteractionHandle, Notifier, build_options,
+    dm_interaction_base, find_command, interaction_base, offered_in_dms,
 )
 from .messages import visible_content
 from .models import GuildSpec, UserSpec, World, default_world
