@@ -166,10 +166,11 @@ def test_message_commands_continue_any_message_and_the_picker_offers_the_servers
 
         handle = await double.send_message_command("Continue as…", target, user="alice")
         picker = await handle.wait_final()
-        assert picker.ephemeral and picker.custom_ids() == ["charlm:pick"]
+        assert picker.ephemeral and picker.custom_ids() == [f"charlm:pick:{handle.id}"]
         options = [o["value"] for o in picker.components[0]["components"][0]["options"]]
         assert options == ["alice", "seuss"]
-        picked = await double.click(picker, "charlm:pick", user="alice", component_type=3, values=["seuss"])
+        picked = await double.click(picker, f"charlm:pick:{handle.id}", user="alice", component_type=3,
+                                    values=["seuss"])
         assert await picked.acknowledged() == 5  # a new message, in public
         reply = await answered(picked)
         assert not reply.ephemeral and FOOTER.search(reply.content)[1] == "seuss v0"

@@ -38,11 +38,11 @@ class ModelPicker(discord.ui.View):
     """The ephemeral select of "Continue as…": the member picks a model, the continuation
     is posted in the channel. Only the member who opened it sees it."""
 
-    def __init__(self, cog: "ConversationCog", text: str, names: list[str]) -> None:
+    def __init__(self, cog: "ConversationCog", text: str, names: list[str], key: int) -> None:
         super().__init__(timeout=PICK_SECONDS)
         self.cog = cog
         self.text = text
-        select = discord.ui.Select(placeholder="Continue as…", custom_id="charlm:pick",
+        select = discord.ui.Select(placeholder="Continue as…", custom_id=f"charlm:pick:{key}",
                                    options=[discord.SelectOption(label=n, value=n) for n in names[:PICKER_CHOICES]])
         select.callback = self.picked
         self.select = select
@@ -153,7 +153,7 @@ class ConversationCog(commands.Cog):
             return
         names = await self.context.model_names(interaction.guild_id)
         await interaction.response.send_message("Which model should continue it?", ephemeral=True,
-                                                view=ModelPicker(self, message.content, names),
+                                                view=ModelPicker(self, message.content, names, interaction.id),
                                                 allowed_mentions=NO_MENTIONS)
 
     async def continue_message(self, interaction: discord.Interaction, model: str, text: str) -> None:
