@@ -15,8 +15,8 @@ from bot.config import Config
 from bot.runner import CharLMBot
 from tests.conftest import make_text
 from tests.discord_double import (
-    ChannelSpec, DiscordDouble, GuildSpec, InteractionHandle, LogGuard, StoredMessage, UserSpec, World, running_bot,
-    running_double,
+    ChannelSpec, DiscordDouble, GuildSpec, InteractionHandle, LogGuard, NotOffered, StoredMessage, UserSpec, World,
+    running_bot, running_double,
 )
 from tests.test_bot import write_config
 
@@ -351,3 +351,22 @@ def test_settings_store_on_sqlite_and_postgresql(store_url: str) -> None:
     asyncio.run(main())
     with pytest.raises(CharLMError, match="at most 50 words"):
         parse_words(" ".join(f"w{i}" for i in range(51)))
+
+
+def test_buttons_and_message_commands_in_a_dm(config: Config) -> None:
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        reply = await answered(await double.send_command("seuss", {"text": "the cat"}, user="bob", dm=True))
+        row = rows(config)[0]["id"]
+        before = reply.content
+        reroll = await double.click(reply, f"charlm:reroll:{row}", user="bob")
+        await reroll.wait_final(lambda h: h.original.content != before and finished(h.original))
+        assert FOOTER.search(reroll.original.content)[1] == "seuss v0"
+        said = await double.send_message("green eggs", user="bob", dm=True)
+        mine = await bot_reply_to(double, said)  # in a DM every message is answered
+        handle = await double.send_message_command("Continue as Alice", said, user="bob")
+        assert FOOTER.search((await answered(handle)).content)[1] == "alice v0"
+        assert finished(mine) and [r["guild_id"] for r in rows(config)] == [None] * 4
+        with pytest.raises(NotOffered):  # /settings is server-only: Discord does not offer it in DMs
+            await double.send_command("settings", user="bob", dm=True)
+
+    run(config, scenario)
