@@ -148,8 +148,18 @@ class Generator:
         self.in_flight.add(task)
         record = Request(user_id=ask.user_id, guild_id=ask.guild_id, channel_id=ask.channel_id,
                          command=ask.command, prompt=ask.prompt, model=ask.model)
+        written = False
+
+        async def write() -> None:
+            """The history row, once: a success writes it before its final edit (the buttons name it)."""
+            nonlocal written
+            if not written:
+                written = True
+                record.latency_ms = elapsed_ms(started)
+                await self.context.record(record)
+
         try:
-            await self._answer(surface, ask, record, started)
+            await self._answer(surface, ask, record, started, write)
         except CharLMError as exc:
             record.outcome, record.error = outcome_of(exc), str(exc)
             await self._fail(surface, user_message(exc))
@@ -163,9 +173,7 @@ class Generator:
             raise  # the caller's error handler logs it with context and apologises
         finally:
             self.in_flight.discard(task)
-            if record.id is None:  # not recorded yet (a success is, before its final edit)
-                record.latency_ms = elapsed_ms(started)
-                await self.context.record(record)
+            await write()
         return record
 
     @staticmethod
@@ -175,7 +183,8 @@ class Generator:
         except discord.HTTPException as exc:
             log.warning("could not tell the asker: %s", exc)
 
-    async def _answer(self, surface: Surface, ask: Ask, record: Request, started: float) -> None:
+    async def _answer(self, surface: Surface, ask: Ask, record: Request, started: float,
+                      write: Callable[[], Awaitable[None]]) -> None:
         # Acknowledge first: Discord shows "thinking" at once, and nothing the reply needs
         # (settings, the model's version and window, a version loaded on demand) waits in
         # front of the acknowledgement.
@@ -213,8 +222,7 @@ class Generator:
         notes = window_notes(result.window, WINDOW)
         content = await asyncio.to_thread(lambda: final_reply(mask(result.window.prompt_text), mask(result.text),
                                                               label, temperature, seed, notes))
-        record.latency_ms = elapsed_ms(started)
-        await self.context.record(record)  # first: the buttons name its row
+        await write()  # first: the buttons name its row
         view = self.view_for(record) if self.view_for is not None and record.id is not None else None
         await surface.show(content, view)
 
