@@ -210,7 +210,7 @@ class Generator:
         window = vocab.window(ask.prompt, WINDOW)  # to show the prompt as the model reads it
         record.window, record.model_version = window.text, label.rpartition(" ")[2]
         shown_prompt = await asyncio.to_thread(mask, window.prompt_text)
-        live = LiveReply(surface.show, lambda text: progress_reply(shown_prompt, mask(text), label, length),
+        live = LiveReply(surface.show, lambda text: progress_reply(shown_prompt, mask(text), label, length, len(text)),
                          g.edit_interval)
         try:
             result = await self.context.engine.generate(
@@ -221,7 +221,7 @@ class Generator:
         record.window, record.output = result.window.text, result.text  # as the engine saw them
         notes = window_notes(result.window, WINDOW)
         content = await asyncio.to_thread(lambda: final_reply(mask(result.window.prompt_text), mask(result.text),
-                                                              label, temperature, seed, notes))
+                                                              label, temperature, seed, notes, len(result.text)))
         await write()  # first: the buttons name its row
         view = self.view_for(record) if self.view_for is not None and record.id is not None else None
         await surface.show(content, view)

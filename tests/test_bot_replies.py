@@ -50,3 +50,8 @@ def test_window_notes_say_what_the_model_started_from() -> None:
     assert window_notes(VOCAB.window("alice ✨"), 100) == ["1 character the model does not know left out"]
     assert window_notes(VOCAB.window("a" * 150), 100) == ["only your last 100 characters were read"]
     assert window_notes(VOCAB.window("alice"), 100) == []
+
+
+def test_the_count_is_of_what_the_model_wrote_when_the_filter_masked_a_word() -> None:
+    assert final_reply("", "a *** b", LABEL, 1, 5, [], written=8).endswith("· 8 characters")
+    assert progress_reply("", "a *** b", LABEL, 400, written=8).endswith("8/400")
