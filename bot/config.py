@@ -144,6 +144,8 @@ class GenerationConfig:
     default_temperature: float = setting(0.8, number(0, TEMPERATURE_LIMIT))
     max_temperature: float = setting(1.5, number(0, TEMPERATURE_LIMIT))
     edit_interval: float = setting(1.0, number(0.2, 10))
+    mention_model: str = setting("alice", text())
+    """The model that answers @mentions where a server chose none (/settings model)."""
 
 
 @dataclass(frozen=True)

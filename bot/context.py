@@ -117,6 +117,8 @@ class BotContext:
     """Set by the fine-tune extension: per-server versions. Without it every name is its shipped v0."""
     metrics: Metrics = field(default_factory=Metrics)
     """This process's metrics (bot.metrics); /metrics serves them when [metrics] port is set."""
+    lister: Callable[[int | None], Awaitable[list[str]]] | None = None
+    """Set by the fine-tune extension: the model names a server may use. Without it: the engine's."""
 
     @classmethod
     async def open(cls, config: Config, metrics: Metrics | None = None) -> "BotContext":
@@ -155,6 +157,12 @@ class BotContext:
         if name not in self.engine.models():
             raise CharLMError(f"There is no model called {name!r}.")
         return Serving(name, f"{name} v0")
+
+    async def model_names(self, guild_id: int | None) -> list[str]:
+        """The models a server (None: a DM) may use, for pickers."""
+        if self.lister is not None:
+            return await self.lister(guild_id)
+        return sorted(self.engine.models())
 
     async def load_model(self, name: str, folder: str | Path) -> ModelVersion:
         """Load a model folder as the next version of `name` (new names are added)."""
@@ -196,11 +204,11 @@ def outcome_of(error: CharLMError) -> str:
     return "error"
 
 
-def owner_of(interaction: discord.Interaction) -> tuple[str, int]:
+def owner_of(guild_id: int | None, user_id: int) -> tuple[str, int]:
     """Whose share of the engine a request uses: its server, or the user in a DM."""
-    if interaction.guild_id is not None:
-        return ("server", interaction.guild_id)
-    return ("user", interaction.user.id)
+    if guild_id is not None:
+        return ("server", guild_id)
+    return ("user", user_id)
 
 
 def get_context(bot: commands.Bot) -> BotContext:

@@ -103,6 +103,11 @@ class HistoryStore:
         async with self.db.connect() as conn:
             return [Request(**row._mapping) for row in await conn.execute(query)]
 
+    async def get(self, request_id: int) -> Request | None:
+        """One row by id (a button names the reply it belongs to); None once it was deleted."""
+        rows = await self._select(requests.c.id == request_id, 1)
+        return rows[0] if rows else None
+
     async def recent_for_user(self, user_id: int, limit: int = 10) -> list[Request]:
         return await self._select(requests.c.user_id == user_id, limit)
 

@@ -25,7 +25,7 @@ FINE_TUNED = "fine-tuned"
 OUTCOMES = {"ok": "answered", "busy": "busy", "server_busy": "server_busy", "timeout": "timed_out",
             "error": "failed"}
 """History outcome -> the `outcome` label of charbot_requests_total."""
-COMMANDS = ("alice", "seuss", "generate")
+COMMANDS = ("alice", "seuss", "generate", "mention", "reply", "continue-as", "reroll", "continue")
 """The `command` label; anything else (a future command) is "other"."""
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120)

@@ -58,8 +58,9 @@ def reply_text(prompt: str, output: str, footer_parts: list[str], writing: bool 
     return render(prompt, output[:fits], footer, writing)
 
 
-def progress_reply(prompt: str, output: str, model: str, length: int) -> str:
-    return reply_text(prompt, output, [f"{model} is writing… {len(output)}/{length}"], writing=True)
+def progress_reply(prompt: str, output: str, model: str, length: int, written: int | None = None) -> str:
+    count = len(output) if written is None else written
+    return reply_text(prompt, output, [f"{model} is writing… {count}/{length}"], writing=True)
 
 
 def waiting_reply(prompt: str, model: str, place: int) -> str:
@@ -67,6 +68,11 @@ def waiting_reply(prompt: str, model: str, place: int) -> str:
     return reply_text(prompt, "", [f"{model} · waiting for the models, number {place} in line…"])
 
 
-def final_reply(prompt: str, output: str, model: str, temperature: float, notes: list[str]) -> str:
-    setting = "argmax (temperature 0)" if temperature == 0 else f"temperature {temperature:g}"
-    return reply_text(prompt, output, [str(model), setting, f"{len(output)} characters", *notes])
+def final_reply(prompt: str, output: str, model: str, temperature: float, seed: int, notes: list[str],
+                written: int | None = None) -> str:
+    """The footer names what reproduces the text: `seuss v3 · T 0.8 · seed 41234` (the same
+    version, temperature, length and seed give the same characters). `written`: characters
+    the model wrote, when `output` is not exactly them (the output filter masked words)."""
+    setting = "T 0 (argmax)" if temperature == 0 else f"T {temperature:g}"
+    count = len(output) if written is None else written
+    return reply_text(prompt, output, [str(model), setting, f"seed {seed}", f"{count} characters", *notes])

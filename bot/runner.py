@@ -117,6 +117,10 @@ class CharLMBot(commands.AutoShardedBot):
             return "the bot is starting"
         return await database_answers(self.charlm.db)
 
+    async def on_message(self, message: discord.Message) -> None:
+        """No prefix commands: messages are the conversation cog's (bot.cog.conversation), and
+        discord.py's default here would read every mention as an unknown command."""
+
     async def on_ready(self) -> None:
         log.info("logged in as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?",
                  len(self.guilds))

@@ -102,7 +102,7 @@ def test_commands_are_synced_with_discord_side_limits(tiny_config: Config) -> No
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         alice = double.commands()["alice"]
         options = {o["name"]: o for o in alice["options"]}
-        assert list(options) == ["text", "length", "temperature"]
+        assert list(options) == ["text", "length", "temperature", "seed"]
         assert not any(o.get("required") for o in options.values())
         assert (options["length"]["min_value"], options["length"]["max_value"]) == (1, 1500)
         assert (options["temperature"]["min_value"], options["temperature"]["max_value"]) == (0, 2)
@@ -155,7 +155,7 @@ def test_alice_and_seuss_continue_with_the_shipped_models(tmp_path: Path) -> Non
             # line of text); what the bot must deliver is the model's words
             assert len(re.findall(r"[a-z]+", continuation)) >= 5
             assert bot.charlm.engine.models()[name].path == str(WEIGHTS / name)
-            assert footer == f"{name} v0 · argmax (temperature 0) · 400 characters"  # the label /models shows
+            assert re.fullmatch(rf"{name} v0 · T 0 \(argmax\) · seed \d+ · 400 characters", footer)  # /models' label
 
     run(config, scenario)
     rows = history_rows(config)

@@ -45,7 +45,7 @@ def test_a_failed_migration_is_one_line_and_leaves_the_database_as_it_was(tmp_pa
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: migrating the database sqlite+aiosqlite:///") and line.endswith(
-        "from schema 0002 to 0003 failed and was undone, so it is still at 0002: OperationalError: there is "
+        f"from schema 0002 to {head()} failed and was undone, so it is still at 0002: OperationalError: there is "
         "already a table named jobs_active_target_number")
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"

@@ -148,7 +148,7 @@ BAD = [
      "config.toml: [bot] data_dir must be a non-empty path string, got false"),
     ("[generation]\nmax_lenght = 10",
      "config.toml: unknown key [generation] max_lenght (known: default_length, max_length, "
-     "default_temperature, max_temperature, edit_interval)"),
+     "default_temperature, max_temperature, edit_interval, mention_model)"),
     ("[models]\ngrimm = \"weights/grimm\"",
      "config.toml: unknown key [models] grimm (known: alice, seuss, storybook)"),
     ("[generations]\nmax_length = 10",

@@ -81,7 +81,7 @@ def test_copy_moves_every_row_into_postgresql_and_refuses_a_database_that_is_not
     asyncio.run(fill(sqlite_url, tmp_path / "models"))
     copied = run_module("-m", "bot.db", "copy", "--from", sqlite_url, "--to", postgres_url)
     assert copied.returncode == 0, copied.stderr
-    assert copied.stdout.endswith(": 0 departures, 2 jobs, 0 meta, 3 requests, 1 versions, 1 serving\n")
+    assert copied.stdout.endswith(": 0 departures, 2 jobs, 0 meta, 3 requests, 0 server_settings, 1 versions, 1 serving\n")
 
     async def check() -> None:
         db = await open_database(postgres_url)

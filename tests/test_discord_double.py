@@ -275,3 +275,18 @@ def test_control_command_drives_an_out_of_loop_bot() -> None:
         assert reply["ack_type"] == 4 and reply["violations"] == []
 
     run(scenario)
+
+
+def test_bodies_are_checked_against_discords_openapi_spec() -> None:
+    from tests.discord_double.spec import checker
+
+    spec = checker()
+    if spec is None:
+        pytest.skip("the Discord OpenAPI spec (../shared/discord-api-spec) or jsonschema is not here")
+    reply = {"content": "x", "message_reference": {"message_id": "1"}, "allowed_mentions": {"parse": []},
+             "components": [{"type": 1, "components": [{"type": 2, "style": 2, "label": "Reroll",
+                                                        "custom_id": "charlm:reroll:1"}]}]}
+    assert spec.errors("POST", "/channels/1/messages", reply) == []
+    assert spec.errors("POST", "/interactions/1/tok/callback", {"type": 6}) == []
+    assert spec.errors("POST", "/channels/1/messages", {"content": 5})  # content must be a string
+    assert spec.errors("POST", "/interactions/1/tok/callback", {"type": 77})  # no such callback

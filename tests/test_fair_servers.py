@@ -172,7 +172,7 @@ def test_a_server_cycling_versions_keeps_to_its_share_and_its_short_queue(tmp_pa
 
 
 def test_each_refusal_says_whose_share_is_full() -> None:
-    from bot.cog.generate import user_message
+    from bot.generation import user_message
     from bot.context import outcome_of
     from bot.finetune.pool import LoadQueueFull
     from charlm.engine import EngineBusy, OwnerBusy

@@ -316,7 +316,7 @@ def test_a_worse_model_is_kept_but_not_served_until_an_admin_says_so(tmp_path: P
         assert said(switch) == "Now serving **alice v1** in this server."
         forced = await alice_says()
         assert forced[1] == str(config.bot.data_dir / "models" / str(GUILD) / "alice" / "v1")
-        assert forced[0] != shipped[0] and "-# alice v1 · argmax" in forced[2]
+        assert forced[0] != shipped[0] and "-# alice v1 · T 0 (argmax)" in forced[2]
         back = await double.send_command("models", {"model": "alice", "serve": "v0"}, user="alice")
         await back.wait_final(timeout=30)
         assert (await alice_says())[:2] == shipped[:2]

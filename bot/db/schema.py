@@ -114,3 +114,17 @@ meta = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+server_settings = sa.Table(
+    "server_settings", metadata,
+    sa.Column("guild_id", sa.BigInteger, primary_key=True),  # one row per server that changed anything
+    sa.Column("channels", sa.JSON, nullable=False),  # channel ids where the bot answers; []: everywhere
+    sa.Column("mentions", sa.Boolean, nullable=False, server_default=sa.true()),  # answer @mentions and replies
+    sa.Column("model", sa.String(32), nullable=False, server_default=""),  # mentions' default; "": the config's
+    sa.Column("temperature", sa.Float, nullable=True),  # NULL: [generation] default_temperature
+    sa.Column("length", sa.Integer, nullable=True),  # NULL: [generation] default_length
+    sa.Column("filter", sa.Boolean, nullable=False, server_default=sa.true()),  # the output filter is on
+    sa.Column("words", sa.JSON, nullable=False),  # the filter's extra words
+    sa.Column("updated_by", sa.BigInteger, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

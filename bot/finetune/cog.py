@@ -25,7 +25,7 @@ from charlm.errors import CharLMError
 from charlm.storage import VOCAB_FILE
 from charlm.vocab import Vocabulary
 
-from bot.cog.generate import Length, Temperature
+from bot.cog.generate import Length, Seed, Temperature
 from bot.context import BotContext, Serving, is_owner, may_manage
 from bot.db.departures import Departures
 from bot.db.legacy import import_legacy
@@ -39,6 +39,7 @@ from bot.finetune.settings import FinetuneConfig
 from bot.finetune.store import Job, JobStore
 from bot.finetune.uploads import check_corpus, check_declared_size, download, safe_filename
 from bot.respond import NO_MENTIONS, answer_error, tell
+from bot.server_settings import SettingsStore
 
 log = logging.getLogger(__name__)
 BUILTIN = ("alice", "seuss")
@@ -141,6 +142,7 @@ class FinetuneCog(commands.Cog):
             self.db = None
             raise
         self.context.resolver = self.resolve
+        self.context.lister = self.registry.names
         self.purge_departed.start()
         loop = asyncio.get_running_loop()
         self.watcher = loop.create_task(self.desk.watch(), name="finetune-watch")
@@ -158,6 +160,7 @@ class FinetuneCog(commands.Cog):
             await asyncio.gather(self.watcher, return_exceptions=True)
         if self.context.resolver == self.resolve:
             self.context.resolver = None
+            self.context.lister = None
         if self.trainer is not None:
             await self.trainer.shutdown()
             if self.trainer_task is not None:
@@ -225,13 +228,15 @@ class FinetuneCog(commands.Cog):
             log.exception("purging servers the bot left failed")
 
     async def purge(self, guild_id: int) -> str:
-        """Delete everything of one server: jobs (a running one is stopped), versions, choices, history."""
+        """Delete everything of one server: jobs (a running one is stopped), versions, choices, history,
+        settings."""
         await self.desk.cancel(guild_id)
         deleted = await self.registry.purge_guild(guild_id)
         for version in deleted:
             self.loaded.forget(version)
         jobs = await self.store.delete_guild(guild_id)
         rows = await self.context.history.forget_guild(guild_id)
+        await SettingsStore(self.context.db).forget_guild(guild_id)  # its /settings
         await self.departures.returned(guild_id)
         log.info("purged guild %s: %d versions, %d jobs, %d history rows", guild_id, len(deleted), jobs, rows)
         return f"Deleted server {guild_id}'s data: {len(deleted)} model versions, {jobs} jobs, {rows} requests."
@@ -403,9 +408,11 @@ class FinetuneCog(commands.Cog):
     @app_commands.command(name="generate", description="Continue your text with storybook or a fine-tuned model")
     @app_commands.describe(model="storybook, or a model made with /finetune", text="Text to continue (the model reads its last "
                            "100 characters)", length="Characters to write", temperature="0 always picks the "
-                           "likeliest character; higher is more surprising")
+                           "likeliest character; higher is more surprising", seed="A reply's footer seed: "
+                           "the same version, text and settings write the same text again")
     async def generate(self, interaction: discord.Interaction, model: str, text: str | None = None,
-                       length: Length | None = None, temperature: Temperature | None = None) -> None:
+                       length: Length | None = None, temperature: Temperature | None = None,
+                       seed: Seed | None = None) -> None:
         name = model.strip().lower()
         if name in BUILTIN:
             raise CharLMError(f"Use /{name} for that model.")
@@ -415,7 +422,7 @@ class FinetuneCog(commands.Cog):
         if generation is None:  # /generate shares /alice's reply, history and cooldowns
             raise CharLMError("Generation is not available right now.")
         generation.cooldowns.check(interaction.user.id)
-        await generation.continue_text(interaction, name, text, length, temperature)
+        await generation.continue_text(interaction, name, text, length, temperature, seed)
 
     # ---- owners ---------------------------------------------------------------------------------
 

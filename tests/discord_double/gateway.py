@@ -66,6 +66,8 @@ class Session:
     ready: bool = False
     shard: tuple[int, int] = (0, 1)
     """(shard_id, num_shards) from IDENTIFY; an unsharded session is (0, 1) and sees every guild."""
+    intents: int = 0
+    """IDENTIFY's intents: without MESSAGE_CONTENT (1 << 15) message content is blanked (see messages.py)."""
 
     def owns(self, guild_id: int | None) -> bool:
         """Discord's rule: a guild belongs to shard (guild_id >> 22) % num_shards; DMs to shard 0."""
@@ -162,7 +164,7 @@ class Gateway:
             self.rejected.append((INVALID_SHARD, data.get("shard")))
             await conn.ws.close(code=INVALID_SHARD, message=b"Invalid shard.")
             return
-        session = Session(secrets.token_hex(16), conn=conn, shard=shard)
+        session = Session(secrets.token_hex(16), conn=conn, shard=shard, intents=int(data.get("intents") or 0))
         guilds = [g for g in w.guilds if session.owns(g.id)]
         if len(guilds) > w.max_guilds_per_session:
             self.rejected.append((SHARDING_REQUIRED, data.get("shard")))

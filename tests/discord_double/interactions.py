@@ -12,6 +12,7 @@ from .recording import StoredAttachment, StoredMessage, Violation
 
 APPLICATION_COMMAND, COMPONENT, AUTOCOMPLETE = 2, 3, 4
 SUBCOMMAND, SUBCOMMAND_GROUP, USER_OPTION, ATTACHMENT_OPTION = 1, 2, 6, 11
+CHAT_INPUT, USER_COMMAND, MESSAGE_COMMAND = 1, 2, 3  # application command types (data.type)
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 
 

@@ -98,3 +98,19 @@ def _attachments(
         elif key in old:
             result.append(old[key])
     return result
+
+
+MESSAGE_CONTENT_INTENT = 1 << 15
+
+
+def visible_content(payload: dict[str, Any], intents: int, bot_id: int) -> None:
+    """Blank what a bot without the privileged MESSAGE_CONTENT intent does not get, as Discord
+    does: content, embeds, attachments and components of messages that neither mention the
+    bot nor are in a DM with it nor are its own."""
+    if intents & MESSAGE_CONTENT_INTENT or "guild_id" not in payload:
+        return
+    if str(payload.get("author", {}).get("id")) == str(bot_id):
+        return
+    if any(str(m.get("id")) == str(bot_id) for m in payload.get("mentions", [])):
+        return
+    payload.update(content="", embeds=[], attachments=[], components=[])

@@ -212,6 +212,13 @@ class World:
                 return guild
         raise KeyError(f"guild {guild_id} is not configured")
 
+    def guild_of_channel(self, channel_id: int) -> int | None:
+        """The guild a channel is in; None for a DM channel (or one the world does not know)."""
+        for guild in self.guilds:
+            if any(c.id == channel_id for c in guild.channels):
+                return guild.id
+        return None
+
     def user(self, user: UserSpec | int | str | None) -> UserSpec:
         """Find a user by spec, id or username; None means the first configured user."""
         if isinstance(user, UserSpec):

@@ -89,8 +89,12 @@ class StoredMessage:
     author: dict[str, Any]
     application_id: int
     interaction_id: int | None
-    kind: str  # "original", "followup" or "channel"
+    kind: str  # "original", "followup", "channel" (the bot's), or "user" (a member's, double.send_message)
     revisions: list[Revision] = field(default_factory=list)
+    reference: dict[str, Any] | None = None
+    """message_reference of a reply: {"message_id", "channel_id", "guild_id"?}."""
+    mentions: list[dict[str, Any]] = field(default_factory=list)
+    """Users it mentions (user objects), as MESSAGE_CREATE and message payloads carry them."""
     created_iso: str = field(default_factory=iso_now)
     deleted: bool = False
 
@@ -159,18 +163,20 @@ class StoredMessage:
             "edited_timestamp": iso_now() if len(self.revisions) > 1 else None,
             "tts": False,
             "mention_everyone": False,
-            "mentions": [],
+            "mentions": self.mentions,
             "mention_roles": [],
             "attachments": [a.payload() for a in rev.attachments],
             "embeds": rev.embeds,
             "components": rev.components,
             "pinned": False,
-            "type": 0 if self.kind == "channel" else 20,
+            "type": 19 if self.reference else 0 if self.kind in ("channel", "user") else 20,
             "flags": rev.flags,
         }
+        if self.reference:
+            data["message_reference"] = {"type": 0, **self.reference}
         if self.guild_id is not None:
             data["guild_id"] = str(self.guild_id)
-        if self.kind != "channel":
+        if self.kind not in ("channel", "user"):
             data["webhook_id"] = str(self.application_id)
             data["application_id"] = str(self.application_id)
         return data

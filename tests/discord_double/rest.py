@@ -15,7 +15,8 @@ from aiohttp import BodyPartReader, web
 
 from .interactions import ATTACHMENT_SIZE_LIMIT, InteractionHandle, Notifier
 from .messages import DiscordError, check_sizes, revise, validate
-from .models import World, snowflake
+from .models import UserSpec, World, snowflake
+from .spec import checker
 from .recording import LOADING, RecordedFile, RecordedRequest, StoredAttachment, StoredMessage, Violation
 
 log = logging.getLogger("tests.discord_double")
@@ -140,6 +141,10 @@ class RestApi:
         )
         self.requests.append(rec)
         request[REC] = rec
+        spec = checker()
+        if spec is not None and isinstance(body, (dict, list)):
+            for error in spec.errors(rec.method, rec.path, body):
+                self.violate("openapi", f"{rec.method} {rec.path}: {error}")
         return rec
 
     def _rate_limited(self, rec: RecordedRequest) -> web.Response | None:
@@ -403,8 +408,38 @@ class RestApi:
         self._check_body(None, rec, creating=True)
         data = dict(rec.json or {})
         data.pop("flags", None)
-        message = self._new_message(None, int(request.match_info["channel_id"]), "channel", data, rec.files)
+        channel_id = int(request.match_info["channel_id"])
+        reference = self._reference(rec, channel_id, data.pop("message_reference", None))
+        message = self._new_message(None, channel_id, "channel", data, rec.files)
+        message.guild_id = self.world.guild_of_channel(channel_id)
+        message.reference = reference
         return json_reply(message.payload())
+
+    def user_message(self, author: UserSpec, guild_id: int | None, channel_id: int, content: str,
+                     reference: dict[str, Any] | None, mentions: list[dict[str, Any]]) -> StoredMessage:
+        """A message a member posted (double.send_message), kept so the bot may reply to it."""
+        message = StoredMessage(snowflake(), channel_id, guild_id, author.payload(), self.world.application_id,
+                                None, "user", reference=reference, mentions=mentions)
+        message.revisions.append(revise(None, {"content": content}, [], self._now(), self._store_file(channel_id)))
+        self.messages[message.id] = message
+        return message
+
+    def _reference(self, rec: RecordedRequest, channel_id: int,
+                   reference: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A reply's message_reference: the message must exist (Discord's fail_if_not_exists default)."""
+        if not reference:
+            return None
+        target = self.messages.get(int(reference.get("message_id") or 0))
+        if target is None or target.deleted:
+            if reference.get("fail_if_not_exists", True):
+                self.violate("invalid_body", f"{rec.method} {rec.path}: reply to unknown message {reference}")
+                raise DiscordError(400, 50035, "Invalid Form Body", {"message_reference": {"_errors": [
+                    {"code": "REPLIES_UNKNOWN_MESSAGE", "message": "Unknown message"}]}})
+            return None
+        found = {"message_id": str(target.id), "channel_id": str(target.channel_id)}
+        if target.guild_id is not None:
+            found["guild_id"] = str(target.guild_id)
+        return found
 
     async def channel_message(self, request: web.Request) -> web.Response:
         message = self.messages.get(int(request.match_info["message_id"]))

@@ -15,9 +15,10 @@ from aiohttp import web
 
 from .gateway import Gateway, ResumeRecord
 from .interactions import (
-    APPLICATION_COMMAND, AUTOCOMPLETE, COMPONENT, InteractionHandle, Notifier, build_options, find_command,
-    dm_interaction_base, interaction_base, offered_in_dms,
+    APPLICATION_COMMAND, AUTOCOMPLETE, COMPONENT, MESSAGE_COMMAND, InteractionHandle, Notifier, build_options,
+    dm_interaction_base, find_command, interaction_base, offered_in_dms,
 )
+from .messages import visible_content
 from .models import GuildSpec, UserSpec, World, default_world
 from .recording import RecordedRequest, StoredAttachment, StoredMessage, Violation
 from .rest import RateLimitRule, RestApi, compile_route
@@ -280,6 +281,104 @@ class DiscordDouble:
     ) -> InteractionHandle:
         """Autocomplete for option `focused`; the bot's choices land in handle.choices."""
         return await self.send_command(name, options, focused=focused, **kwargs)
+
+    async def send_message(
+        self,
+        content: str,
+        *,
+        user: UserSpec | int | str | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        mention_bot: bool = False,
+        reply_to: StoredMessage | None = None,
+        ping_reply: bool = True,
+        dm: bool = False,
+    ) -> StoredMessage:
+        """A member posts a message: MESSAGE_CREATE as Discord sends it to the bot.
+
+        `mention_bot` puts `<@bot>` in front of the content (unless it is there already) and the
+        bot in `mentions`; `reply_to` makes it a reply (type 19, `message_reference`, and
+        `referenced_message` with that message), which pings its author unless `ping_reply` is
+        False. As on Discord, a session identified without the MESSAGE_CONTENT intent gets an
+        empty `content` (and no embeds, attachments or components) unless the message mentions
+        the bot, is in a DM with it, or is the bot's own (messages.visible_content)."""
+        author = self.world.user(user)
+        bot = self.world.bot
+        if dm:
+            where_guild, where_channel = None, int(self.world.dm_channel(author)["id"])
+        else:
+            guild = self.world.guild(guild_id)
+            where_guild, where_channel = guild.id, guild.channel(channel_id).id
+        if mention_bot and f"<@{bot.id}>" not in content:
+            content = f"<@{bot.id}> {content}"
+        mentioned = [bot] if mention_bot else []
+        reference = None
+        if reply_to is not None:
+            reference = {"message_id": str(reply_to.id), "channel_id": str(reply_to.channel_id)}
+            if reply_to.guild_id is not None:
+                reference["guild_id"] = str(reply_to.guild_id)
+            replied_author = self.world.user(int(reply_to.author["id"]))
+            if ping_reply and replied_author not in mentioned:
+                mentioned.append(replied_author)
+        message = self.rest.user_message(author, where_guild, where_channel, content, reference,
+                                         [u.payload() for u in mentioned])
+        payload = message.payload()
+        session = self.gateway.session_for(where_guild)
+        intents = session.intents if session is not None else 0
+        visible_content(payload, intents, bot.id)
+        if where_guild is not None:
+            member = author.member_payload()
+            del member["user"]
+            payload["member"] = member
+            for mention, spec in zip(payload["mentions"], mentioned):
+                extra = spec.member_payload()
+                del extra["user"]
+                payload["mentions"][payload["mentions"].index(mention)] = {**mention, "member": extra}
+        if reply_to is not None:
+            referenced = reply_to.payload()
+            visible_content(referenced, intents, bot.id)
+            payload["referenced_message"] = referenced
+        await self.gateway.dispatch("MESSAGE_CREATE", payload, guild_id=where_guild)
+        return message
+
+    async def send_message_command(
+        self,
+        name: str,
+        target: StoredMessage,
+        *,
+        user: UserSpec | int | str | None = None,
+        permissions: int | None = None,
+        locale: str = "en-US",
+    ) -> InteractionHandle:
+        """A member runs a message command (right-click a message -> Apps -> `name`): an
+        APPLICATION_COMMAND interaction whose data has type 3, `target_id` and the message in
+        `resolved.messages`, with its content whatever the intents (Discord sends it here)."""
+        if target.guild_id is None:
+            if name not in self.commands() or not offered_in_dms(self.commands()[name]):
+                raise NotOffered(f"{name!r} is not offered in DMs")
+            command, is_guild = self.commands()[name], False
+            payload = dm_interaction_base(self.world, APPLICATION_COMMAND, self.world.user(user), locale)
+        else:
+            guild = self.world.guild(target.guild_id)
+            command, _, is_guild = self._lookup_exact(name, guild.id)
+            payload = interaction_base(self.world, APPLICATION_COMMAND, guild, target.channel_id,
+                                       self.world.user(user), permissions, locale)
+        if command.get("type", 1) != MESSAGE_COMMAND:
+            raise KeyError(f"{name!r} is not a message command (type {command.get('type', 1)})")
+        message = target.payload()
+        data: dict[str, Any] = {"id": command["id"], "name": command["name"], "type": MESSAGE_COMMAND,
+                                "target_id": str(target.id), "resolved": {"messages": {str(target.id): message}}}
+        if is_guild:
+            data["guild_id"] = str(target.guild_id)
+        payload["data"] = data
+        return await self._send(payload)
+
+    def _lookup_exact(self, name: str, guild_id: int) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+        """A command by its whole name (message commands have spaces and capitals in theirs)."""
+        for commands, is_guild in ((self.commands(guild_id), True), (self.commands(), False)):
+            if name in commands:
+                return commands[name], [], is_guild
+        raise KeyError(f"{name!r} was never synced (global or guild {guild_id})")
 
     async def click(
         self,
