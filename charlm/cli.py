@@ -12,10 +12,11 @@ from charlm.errors import CharLMError
 PRECISION_CHOICES = ("int8", "fp32")  # charlm.generate.PRECISIONS, without importing numpy for --help
 
 
-def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    from charlm.train_config import TrainConfig
+def _add_training_flags(p: argparse.ArgumentParser, finetuning: bool = False) -> None:
+    """The flags of `train` and `finetune`; a fine-tune's defaults are charlm's FINETUNE."""
+    from charlm.train_config import FINETUNE, SCHEDULES, TrainConfig
 
-    d = TrainConfig()
+    d = FINETUNE if finetuning else TrainConfig()
     p.add_argument("--out", required=True, type=Path, help="model folder to write (replaced atomically)")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"most epochs to run (default {d.epochs})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"windows per step (default {d.batch_size})")
@@ -24,6 +25,10 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clipnorm", type=float, default=d.clipnorm, help=f"gradient norm clip (default {d.clipnorm})")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (default 0: plain Adam)")
     p.add_argument("--patience", type=int, default=d.patience, help=f"stop after this many epochs without a better validation loss (default {d.patience})")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help=f"learning rate: plateau halves it after an epoch that did not improve, cosine lowers it to a tenth over the run (default {d.schedule})")
+    p.add_argument("--average-last", type=int, default=d.average_last,
+                   help=f"keep the average of the last N epochs' weights when it validates better (default {d.average_last}; 0: off)")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops after the epoch that passes it")
     p.add_argument("--holdout", type=float, default=0.1, help="fraction at the end of the corpus held out for validation, never trained on (default 0.1)")
     p.add_argument("--checkpoints", type=Path, default=None, help="folder for per-epoch checkpoints (default: OUT.checkpoints beside OUT)")
@@ -41,10 +46,12 @@ def _train_config(a: argparse.Namespace):
             raise CharLMError(f"{flag} must be at least 1")
     if a.lr <= 0:
         raise CharLMError("--lr must be positive")
+    if a.average_last < 0:
+        raise CharLMError("--average-last must be 0 or more")
     return TrainConfig(seq_len=a.seq_len, batch_size=a.batch_size, epochs=a.epochs, learning_rate=a.lr,
                        clipnorm=a.clipnorm, weight_decay=a.weight_decay, patience=a.patience,
                        max_minutes=a.max_minutes, seed=a.seed, steps_per_epoch=a.steps_per_epoch,
-                       val_windows=a.val_windows)
+                       val_windows=a.val_windows, schedule=a.schedule, average_last=a.average_last)
 
 
 def _checkpoint_dir(a: argparse.Namespace) -> Path:
@@ -174,6 +181,8 @@ def cmd_widen(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from charlm.train_config import FINETUNE_DROPOUT
+
     parser = argparse.ArgumentParser(prog="python -m charlm", description="Character-level LSTM language models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -189,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="continue training a saved model on a new text, keeping its characters")
     p.add_argument("corpus", type=Path, help="UTF-8 text file (or folder of them) to learn from, mapped onto the model's characters")
     p.add_argument("--model", required=True, type=Path, help="model folder to start from")
-    p.add_argument("--dropout", type=float, default=None, help="dropout rate while fine-tuning (default: the base's)")
-    _add_training_flags(p)
+    p.add_argument("--dropout", type=float, default=FINETUNE_DROPOUT,
+                   help="dropout rate while fine-tuning (default: " + ("the base's" if FINETUNE_DROPOUT is None else f"{FINETUNE_DROPOUT}") + ")")
+    _add_training_flags(p, finetuning=True)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("generate", help="continue a prompt")

@@ -84,12 +84,13 @@ def _card(name: str, spec: ModelSpec, preset_name: str, model: keras.Model, voca
             "config": asdict(config),
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch,
+            "averaged_epochs": result.averaged,
             "stopped": result.stopped,
             "seconds": round(seconds, 1),
             "history": [asdict(r) for r in result.history],
         },
         "train_loss": round(best.loss, 4),
-        "val_loss": round(best.val_loss, 4),
+        "val_loss": round(result.best_val_loss, 4),  # the average's, when it was kept
         "heldout": {
             "bits_per_char": round(heldout.bits_per_char, 4),
             "nats_per_char": round(heldout.nats_per_char, 4),

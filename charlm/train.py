@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -43,6 +44,8 @@ class TrainResult:
     best_epoch: int = 0
     best_val_loss: float = math.inf
     stopped: str = "finished"  # finished | early stopping | time budget
+    averaged: int = 0  # epochs whose average weights were kept (0: the best epoch's were)
+    averaged_val_loss: float | None = None  # the average's validation loss, when one was tried
 
     @property
     def best(self) -> EpochRecord:
@@ -169,6 +172,8 @@ def train(
     stream = batches(train_ids, config, rng)
     total_steps = steps * (config.epochs - first_epoch + 1)
     done_steps, last_val, stale = 0, None, 0
+    recent: deque[list[np.ndarray]] = deque(maxlen=config.average_last or 1)
+    base_lr = config.learning_rate
 
     def report(epoch: int, step: int, loss: float, val_loss: float | None, epoch_done: bool = False) -> None:
         if on_progress:
@@ -188,6 +193,8 @@ def train(
                 raise TrainingCancelled("training was cancelled; nothing was saved")
             if out_of_time():  # mid-epoch: score what this epoch did so far, then stop
                 break
+            if config.schedule == "cosine":
+                model.optimizer.learning_rate.assign(cosine_rate(base_lr, done_steps, total_steps))
             loss_sum += float(model.train_on_batch(*next(stream)))
             done_steps += 1
             ran = step
@@ -201,12 +208,15 @@ def train(
         last_val = val_loss
         if checkpoints:
             checkpoints.save(model, epoch, val_loss)
+        if config.average_last:
+            recent.append(model.get_weights())
         if val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch, stale = val_loss, epoch, 0
             best_weights = model.get_weights()
         else:
             stale += 1
-            model.optimizer.learning_rate.assign(lr * config.lr_decay)
+            if config.schedule == "plateau":
+                model.optimizer.learning_rate.assign(lr * config.lr_decay)
         report(epoch, ran, loss_sum / ran, val_loss, epoch_done=True)
         if stale >= config.patience:
             result.stopped = "early stopping"
@@ -214,5 +224,26 @@ def train(
         if out_of_time():
             result.stopped = "time budget"
             break
+    if len(recent) > 1:
+        best_weights = _keep_better_average(model, list(recent), best_weights, val_ids, config, result)
     model.set_weights(best_weights)
     return result
+
+
+def cosine_rate(base: float, step: int, total: int, floor: float = 0.1) -> float:
+    """The learning rate at `step` of `total`: from `base` down to `floor * base` along a half cosine."""
+    progress = min(1.0, step / max(1, total))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _keep_better_average(model: keras.Model, recent: list[list[np.ndarray]], best_weights: list[np.ndarray],
+                         val_ids: np.ndarray, config: TrainConfig, result: TrainResult) -> list[np.ndarray]:
+    """The mean of the last epochs' weights when it validates better than the best epoch, else the best."""
+    average = [np.mean(layer, axis=0) for layer in zip(*recent)]
+    model.set_weights(average)
+    val_loss = windowed_loss(model, val_ids, config.seq_len, max_windows=config.val_windows)
+    result.averaged_val_loss = val_loss
+    if val_loss < result.best_val_loss:
+        result.averaged, result.best_val_loss = len(recent), val_loss
+        return average
+    return best_weights

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from charlm import WINDOW
 
+SCHEDULES = ("plateau", "cosine")
+
 
 @dataclass
 class TrainConfig:
@@ -20,11 +22,23 @@ class TrainConfig:
     clipnorm: float = 1.0
     weight_decay: float = 0.0
     patience: int = 3  # epochs without a better validation loss before stopping
-    lr_decay: float = 0.5  # learning rate factor after an epoch that did not improve
+    lr_decay: float = 0.5  # learning rate factor after an epoch that did not improve ("plateau")
+    schedule: str = "plateau"
+    """"plateau": the rate is multiplied by lr_decay after an epoch that did not improve;
+    "cosine": it falls from learning_rate to a tenth of it along a half cosine over the planned steps."""
+    average_last: int = 0
+    """Average the weights of the last N epochs at the end and keep the average when it
+    validates better than the best epoch (0: off); smooths out the noise of small texts."""
     max_minutes: float | None = None  # wall-clock budget; stops after the epoch that exceeds it
     seed: int = 0
     steps_per_epoch: int | None = None  # None: one pass over the text; fewer for a big corpus
     val_windows: int | None = None  # None: every held-out window; fewer, evenly spaced, for a big one
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.average_last < 0:
+            raise ValueError(f"average_last must be 0 or more, got {self.average_last}")
 
 
 @dataclass(frozen=True)
@@ -40,3 +54,12 @@ class TrainProgress:
     eta_seconds: float
     elapsed_seconds: float
     epoch_done: bool = False
+
+
+FINETUNE = TrainConfig(epochs=7, learning_rate=2e-3, schedule="cosine", average_last=3, patience=7)
+"""How `charlm finetune` and /finetune jobs train by default: the best setting of the study
+in bench/bench_finetune_study.py (held-out bits/char of small texts within 1.5x the training
+steps of the fine-tune it replaced: 5 epochs at Adam 1e-3, halved on a plateau)."""
+FINETUNE_DROPOUT: float | None = None
+"""Dropout while fine-tuning by default (None: the base's own rate)."""
+

@@ -19,6 +19,7 @@ from bot.db.engine import DatabaseError, head, open_database
 from bot.finetune.store import Busy, Job, JobStore
 from bot.finetune.uploads import check_corpus, safe_filename
 from charlm.errors import CharLMError
+from charlm.train_config import FINETUNE
 from charlm.vocab import Vocabulary
 from tests.conftest import make_text
 
@@ -34,7 +35,7 @@ def test_settings_default_and_resolve_under_data_dir(tmp_path: Path) -> None:
     assert settings.max_upload_bytes == 2 * 1024 * 1024
     assert settings.models_dir == (tmp_path / "state" / "models").resolve()
     assert settings.database == (tmp_path / "state" / "finetune.sqlite3").resolve()
-    assert settings.default_epochs == 5 and settings.progress_interval == 5.0
+    assert settings.default_epochs == FINETUNE.epochs and settings.progress_interval == 5.0
 
 
 @pytest.mark.parametrize("table, message", [

@@ -13,7 +13,7 @@ from charlm.evaluate import evaluate
 from charlm.jobs import finetune, train_new
 from charlm.model import PRESETS, ModelSpec, build_model, with_dropout
 from charlm.storage import load_model_folder, save_model_folder
-from charlm.train import Checkpoints, TrainConfig, train
+from charlm.train import Checkpoints, TrainConfig, train, windowed_loss
 from charlm.vocab import Vocabulary
 from tests.conftest import make_text
 
@@ -166,3 +166,71 @@ def test_the_time_budget_stops_mid_epoch_and_keeps_that_epoch(text_file):
                    on_progress=slow)
     assert result.stopped == "time budget" and len(result.history) == 1 and result.best_epoch == 1
     assert len(done) == 1 and 1 <= done[0].step < 50  # the epoch ended early, after the steps it ran
+
+
+def test_the_cosine_schedule_falls_to_a_tenth_over_the_planned_steps(text_file):
+    from charlm.train import cosine_rate
+
+    assert cosine_rate(2e-3, 0, 100) == pytest.approx(2e-3)
+    assert cosine_rate(2e-3, 50, 100) == pytest.approx(1.1e-3)
+    assert cosine_rate(2e-3, 100, 100) == pytest.approx(2e-4) == cosine_rate(2e-3, 150, 100)
+    vocab, train_ids, val_ids = _ids(text_file)
+    result = train(train_ids, val_ids, vocab, PRESETS["tiny"],
+                   TrainConfig(epochs=3, batch_size=8, learning_rate=1e-2, steps_per_epoch=4, val_windows=4,
+                               schedule="cosine", patience=3))
+    rates = [r.learning_rate for r in result.history]  # the rate of each epoch's last step
+    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(cosine_rate(1e-2, 11, 12), rel=1e-5)
+
+
+def test_the_average_of_the_last_epochs_is_kept_only_when_it_validates_better(text_file):
+    vocab, train_ids, val_ids = _ids(text_file)
+    config = TrainConfig(epochs=4, batch_size=8, learning_rate=1e-2, steps_per_epoch=4, val_windows=8,
+                         average_last=3, patience=4)
+    result = train(train_ids, val_ids, vocab, PRESETS["tiny"], config)
+    assert result.averaged_val_loss is not None
+    kept = windowed_loss(result.model, val_ids, config.seq_len, max_windows=8)
+    epochs_best = min(r.val_loss for r in result.history)
+    if result.averaged:  # the average won: its score is the result's, below every epoch's
+        assert result.averaged == 3 and result.averaged_val_loss < epochs_best
+        assert kept == pytest.approx(result.averaged_val_loss, rel=1e-5) == result.best_val_loss
+    else:  # the best epoch's weights stayed
+        assert result.averaged_val_loss >= epochs_best
+        assert kept == pytest.approx(epochs_best, rel=1e-5) == result.best_val_loss
+
+
+def test_averaging_a_single_epoch_changes_nothing(text_file):
+    vocab, train_ids, val_ids = _ids(text_file)
+    result = train(train_ids, val_ids, vocab, PRESETS["tiny"],
+                   TrainConfig(epochs=1, batch_size=8, steps_per_epoch=2, val_windows=2, average_last=3))
+    assert result.averaged == 0 and result.averaged_val_loss is None
+
+
+def test_an_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match="schedule must be one of plateau, cosine"):
+        TrainConfig(schedule="linear")
+
+
+def test_charlm_finetune_and_the_bots_jobs_share_the_fine_tune_defaults(tmp_path):
+    """The study's best (charlm.train_config.FINETUNE) is what both train with unless told otherwise."""
+    from dataclasses import fields
+
+    from bot.finetune.settings import FinetuneConfig
+    from charlm.cli import _train_config, build_parser
+    from charlm.train_config import FINETUNE
+
+    cli = _train_config(build_parser().parse_args(["finetune", "corpus.txt", "--model", "m", "--out", "o"]))
+    assert cli == FINETUNE
+    bot = FinetuneConfig()
+    assert (bot.default_epochs, bot.learning_rate, bot.patience, bot.schedule, bot.average_last, bot.batch_size) == (
+        FINETUNE.epochs, FINETUNE.learning_rate, FINETUNE.patience, FINETUNE.schedule, FINETUNE.average_last,
+        FINETUNE.batch_size)
+    # and the shipped config.toml does not override them
+    from bot.config import load_config
+    from bot.finetune.settings import finetune_config
+    from pathlib import Path
+
+    shipped = finetune_config(load_config(Path(__file__).resolve().parents[1] / "config.toml"))
+    assert {f.name: getattr(shipped, f.name) for f in fields(bot) if f.name in (
+        "default_epochs", "learning_rate", "patience", "schedule", "average_last", "batch_size")} == {
+        "default_epochs": FINETUNE.epochs, "learning_rate": FINETUNE.learning_rate, "patience": FINETUNE.patience,
+        "schedule": FINETUNE.schedule, "average_last": FINETUNE.average_last, "batch_size": FINETUNE.batch_size}

@@ -313,7 +313,8 @@ class FinetuneCog(commands.Cog):
                       corpus_name=filename, corpus_sha256=checked.corpus.sha256,
                       corpus_chars=checked.usable_chars, cleaning=checked.report(),
                       settings={"epochs": epochs, "batch_size": s.batch_size, "learning_rate": s.learning_rate,
-                                "patience": s.patience, "force": force})
+                                "patience": s.patience, "schedule": s.schedule, "average_last": s.average_last,
+                                "force": force})
             await self.desk.submit(job, data, JobMessage(self.bot, interaction.channel_id, interaction))
         finally:
             self.desk.release(guild_id)

@@ -10,7 +10,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.config import Config, ConfigError, _table, integer, number, path, setting
+from charlm.train_config import FINETUNE, SCHEDULES
+
+from bot.config import Config, ConfigError, _table, choice, integer, number, path, setting
 
 MIN_CHARS_FLOOR = 1_000
 TRAIN_SHARE = 0.8
@@ -24,11 +26,14 @@ class FinetuneConfig:
 
     max_upload_mb: float = setting(8.0, number(0.001, 100))
     min_chars: int = setting(20_000, integer(MIN_CHARS_FLOOR, 100_000_000))
-    default_epochs: int = setting(5, integer(1, 100))
+    default_epochs: int = setting(FINETUNE.epochs, integer(1, 100))
     max_epochs: int = setting(20, integer(1, 100))
     batch_size: int = setting(64, integer(1, 4096))
-    learning_rate: float = setting(1e-3, number(1e-6, 10))
-    patience: int = setting(3, integer(1, 100))
+    learning_rate: float = setting(FINETUNE.learning_rate, number(1e-6, 10))
+    patience: int = setting(FINETUNE.patience, integer(1, 100))
+    schedule: str = setting(FINETUNE.schedule, choice(*SCHEDULES))
+    average_last: int = setting(FINETUNE.average_last, integer(0, 100))
+    """The training defaults are charlm's (charlm.train_config.FINETUNE), as `charlm finetune`'s are."""
     progress_interval: float = setting(5.0, number(0.2, 60))
     nice: int = setting(10, integer(0, 19))
     cancel_grace: float = setting(5.0, number(0.1, 60))

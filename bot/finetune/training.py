@@ -262,8 +262,11 @@ class Trainer:
 
     async def _start_process(self, job: Job, upload: Path, base: Version, staging: Path) -> TrainingProcess:
         s = job.settings
+        # a job queued before schedule and average_last existed trains as it was asked: plateau, no average
         config = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], learning_rate=s["learning_rate"],
-                             patience=s["patience"], max_minutes=self.settings.max_minutes * TRAIN_SHARE)
+                             patience=s["patience"], schedule=s.get("schedule", "plateau"),
+                             average_last=s.get("average_last", 0),
+                             max_minutes=self.settings.max_minutes * TRAIN_SHARE)
         await asyncio.to_thread(remove, staging)
         spec = {"corpus": str(upload), "base": str(base.folder), "out": str(staging), "config": asdict(config),
                 "nice": self.settings.nice}
