@@ -2,8 +2,8 @@
 all of them from one place (bot.cog.servers), whichever extensions added them.
 
 bot.context lists the stores every bot has (the model registry, the history, /settings);
-the fine-tune extension adds its job store, and a hook that stops a server's running job
-before its data goes.
+the fine-tune extension adds its job store, a hook that stops a server's running job
+before its data goes, and one that lets a returning server's queued job go ahead.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 BeforePurge = Callable[[int], Awaitable[object]]
 """Run with a server's id before its stores are purged (e.g. stop its running job)."""
+OnReturn = Callable[[int], object]
+"""Run with a server's id when it adds the bot back before its data went."""
 
 
 class ServerData(Protocol):
@@ -37,18 +39,30 @@ class ServerStores:
     def __init__(self, stores: list[ServerData]) -> None:
         self.stores = list(stores)
         self.before_purge: list[BeforePurge] = []
+        self.on_return: list[OnReturn] = []
 
-    def add(self, store: ServerData, before_purge: BeforePurge | None = None) -> None:
-        """An extension's store (purged after those already listed) and its hook."""
+    def add(self, store: ServerData, before_purge: BeforePurge | None = None,
+            on_return: OnReturn | None = None) -> None:
+        """An extension's store (purged after those already listed) and its hooks."""
         self.stores.append(store)
         if before_purge is not None:
             self.before_purge.append(before_purge)
+        if on_return is not None:
+            self.on_return.append(on_return)
 
-    def remove(self, store: ServerData, before_purge: BeforePurge | None = None) -> None:
-        """The extension was unloaded: its store and hook go with it."""
+    def remove(self, store: ServerData, before_purge: BeforePurge | None = None,
+               on_return: OnReturn | None = None) -> None:
+        """The extension was unloaded: its store and hooks go with it."""
         self.stores.remove(store)
         if before_purge is not None:
             self.before_purge.remove(before_purge)
+        if on_return is not None:
+            self.on_return.remove(on_return)
+
+    def returned(self, guild_id: int) -> None:
+        """A departed server added the bot back: its data stays."""
+        for hook in self.on_return:
+            hook(guild_id)
 
     async def guild_ids(self) -> set[int]:
         """Every server any store holds data of."""

@@ -57,8 +57,7 @@ class ServersCog(commands.Cog):
         self._ready_task = asyncio.current_task()
         present = {guild.id for guild in self.bot.guilds}
         for guild_id in present:
-            if await self.departures.returned(guild_id):
-                log.info("guild %s added the bot back; its data is kept", guild_id)
+            await self._returned(guild_id)
         if self._sees_every_guild():
             try:
                 await self._note_departures_while_away(present)
@@ -90,9 +89,12 @@ class ServersCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_guild_join(self, guild: discord.Guild) -> None:
-        if await self.departures.returned(guild.id):
-            log.info("guild %s added the bot back; its data is kept", guild.id)
-            self.bot.dispatch("charlm_guild_returned", guild.id)  # e.g. its queued fine-tune may go ahead
+        await self._returned(guild.id)
+
+    async def _returned(self, guild_id: int) -> None:
+        if await self.departures.returned(guild_id):
+            log.info("guild %s added the bot back; its data is kept", guild_id)
+            self.context.servers.returned(guild_id)  # e.g. its queued fine-tune may go ahead
 
     # ---- purging --------------------------------------------------------------------------------
 

@@ -134,7 +134,8 @@ class FinetuneCog(commands.Cog):
         except BaseException:
             self.db = None
             raise
-        self.context.servers.add(self.store, before_purge=self.desk.cancel)  # a running job stops first
+        self.context.servers.add(self.store, before_purge=self.desk.cancel,  # a running job stops first
+                                 on_return=self._returned)
         loop = asyncio.get_running_loop()
         self.watcher = loop.create_task(self.desk.watch(), name="finetune-watch")
         if self.trainer is not None:
@@ -142,7 +143,7 @@ class FinetuneCog(commands.Cog):
 
     async def cog_unload(self) -> None:
         if self.store in self.context.servers.stores:
-            self.context.servers.remove(self.store, before_purge=self.desk.cancel)
+            self.context.servers.remove(self.store, before_purge=self.desk.cancel, on_return=self._returned)
         ready = self._ready_task
         if ready is not None and not ready.done() and ready is not asyncio.current_task():
             ready.cancel()
@@ -168,8 +169,7 @@ class FinetuneCog(commands.Cog):
         if self.trainer is not None:
             self.trainer.wake()
 
-    @commands.Cog.listener()
-    async def on_charlm_guild_returned(self, guild_id: int) -> None:
+    def _returned(self, guild_id: int) -> None:
         """A server added the bot back (bot.cog.servers): its queued job may go ahead again."""
         if self.trainer is not None:
             self.trainer.wake()
