@@ -1,4 +1,4 @@
-"""The services every cog shares: config, inference engine and history store.
+"""The services every cog shares: config, inference engine, database stores and serving.
 
 The standalone bot opens one BotContext in setup_hook and keeps it as `bot.charlm`;
 cogs receive it in their constructor, or look it up with `get_context(bot)`.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Config
 from bot.db.engine import open_database
 from bot.db.legacy_history import import_history
+from bot.finetune.pool import LoadedVersions, LoadQueueFull
+from bot.finetune.registry import Registry
+from bot.finetune.settings import finetune_config
 from bot.history import HistoryStore, Request
 from bot.metrics import Metrics
+from bot.scope import Scope
+from bot.server_data import ServerStores
+from bot.server_settings import SettingsStore
 
 log = logging.getLogger(__name__)
 ENGINE_NICE = 5
@@ -67,10 +72,6 @@ class Serving:
     label: str
 
 
-Resolver = Callable[[int | None, str], Awaitable[Serving]]
-"""(guild id or None in DMs, model name) -> what serves it there."""
-
-
 class Cooldowns:
     """At most `uses` generations per user per `seconds`, shared by /alice and /seuss.
 
@@ -100,11 +101,11 @@ class Cooldowns:
 
 @dataclass
 class BotContext:
-    """Config, engine, the database and its history store, opened together and closed together.
+    """Config, engine, the database and its stores, opened together and closed together.
 
-    Models live in `engine` under their names ("alice", "seuss"); loading a folder
-    under an existing name swaps it in as that name's next version, and requests
-    already running finish on the version they started with.
+    The shipped models live in `engine` under their names ("alice", "seuss"); the versions
+    a server serves (bot.finetune.registry) load on demand through `pool`, so every cog
+    answers a name the same way (`serving`), whether or not the fine-tune extension runs.
     """
 
     config: Config
@@ -112,19 +113,27 @@ class BotContext:
     db: AsyncEngine
     """The bot's one database ([database] url): history, models, serving, jobs."""
     history: HistoryStore
-    opened_by_extension: bool = False
-    resolver: Resolver | None = None
-    """Set by the fine-tune extension: per-server versions. Without it every name is its shipped v0."""
+    settings: SettingsStore
+    """Each server's /settings."""
+    registry: Registry
+    """Which version of each name every server serves."""
+    pool: LoadedVersions
+    """The fine-tuned versions in the engine, loaded on demand with a fair share per server."""
     metrics: Metrics = field(default_factory=Metrics)
     """This process's metrics (bot.metrics); /metrics serves them when [metrics] port is set."""
-    lister: Callable[[int | None], Awaitable[list[str]]] | None = None
-    """Set by the fine-tune extension: the model names a server may use. Without it: the engine's."""
+    servers: ServerStores = field(init=False)
+    """Every store with data per server: departures, retention and /purge-server reach them all."""
+    opened_by_extension: bool = False
+
+    def __post_init__(self) -> None:
+        self.servers = ServerStores([self.registry, self.history, self.settings])
 
     @classmethod
     async def open(cls, config: Config, metrics: Metrics | None = None) -> "BotContext":
         """Open the database (importing an older history file once), start the engine and load
         the configured models."""
         metrics = metrics or Metrics(config.models.folders())
+        models_dir = finetune_config(config).models_dir  # a bad [finetune] table fails before anything opens
         db = await open_database(config.database_url)
         try:
             await import_history(db, config.history.database)
@@ -142,27 +151,34 @@ class BotContext:
         except BaseException:
             await db.dispose()
             raise
-        return cls(config, engine, db, HistoryStore(db, max_rows_per_user=config.history.max_rows_per_user),
-                   metrics=metrics)
+        pool = LoadedVersions(engine, metrics, config.engine.max_loaded, ENGINE_NICE)
+        registry = Registry(db, models_dir, config.models.folders(), on_discard=pool.forget)
+        history = HistoryStore(db, max_rows_per_user=config.history.max_rows_per_user)
+        return cls(config, engine, db, history, SettingsStore(db), registry, pool, metrics=metrics)
 
     async def close(self) -> None:
-        """Stop the engine (requests still queued fail), then close the database."""
+        """Stop loading and the engine (requests still queued fail), then close the database."""
+        self.pool.close()
         await asyncio.to_thread(self.engine.close)
         await self.db.dispose()
 
-    async def serving(self, guild_id: int | None, name: str) -> Serving:
-        """What answers `name` in a server (None: a DM), loaded and ready."""
-        if self.resolver is not None:
-            return await self.resolver(guild_id, name)
-        if name not in self.engine.models():
-            raise CharLMError(f"There is no model called {name!r}.")
-        return Serving(name, f"{name} v0")
+    async def serving(self, scope: Scope, name: str) -> Serving:
+        """What answers `name` in a server or a DM, loaded and ready."""
+        version = await self.registry.served(scope, name)
+        if version is None:
+            raise CharLMError(f"There is no model called {name!r} here; /models lists them.")
+        try:
+            key = await self.pool.ensure(version, scope)  # loading counts against the asker's share
+        except LoadQueueFull:
+            raise
+        except (CharLMError, OSError) as exc:
+            log.error("cannot load %s %s from %s: %s", name, version.label, version.folder, exc)
+            raise CharLMError(f"{name} {version.label} cannot be loaded right now; please tell an admin.") from None
+        return Serving(key, f"{name} {version.label}")
 
-    async def model_names(self, guild_id: int | None) -> list[str]:
-        """The models a server (None: a DM) may use, for pickers."""
-        if self.lister is not None:
-            return await self.lister(guild_id)
-        return sorted(self.engine.models())
+    async def model_names(self, scope: Scope) -> list[str]:
+        """The models a server or a DM may use, for pickers."""
+        return await self.registry.names(scope)
 
     async def load_model(self, name: str, folder: str | Path) -> ModelVersion:
         """Load a model folder as the next version of `name` (new names are added)."""
@@ -202,13 +218,6 @@ def outcome_of(error: CharLMError) -> str:
     if isinstance(error, EngineTimeout):
         return "timeout"
     return "error"
-
-
-def owner_of(guild_id: int | None, user_id: int) -> tuple[str, int]:
-    """Whose share of the engine a request uses: its server, or the user in a DM."""
-    if guild_id is not None:
-        return ("server", guild_id)
-    return ("user", user_id)
 
 
 def get_context(bot: commands.Bot) -> BotContext:

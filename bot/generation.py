@@ -26,10 +26,11 @@ from charlm.errors import CharLMError
 from charlm.sampling import Sampling
 from charlm.vocab import Vocabulary
 
-from bot.context import BotContext, Cooldowns, Serving, outcome_of, owner_of
+from bot.context import BotContext, Cooldowns, Serving, outcome_of
 from bot.history import Request
 from bot.outfilter import OutputFilter
 from bot.replies import final_reply, progress_reply, waiting_reply, window_notes
+from bot.scope import Scope
 from bot.server_settings import ServerSettings, SettingsStore
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ class Ask:
     temperature: float | None = None
     seed: int | None = None
     version: str | None = None
+
+    @property
+    def scope(self) -> Scope:
+        """Where it was asked: the server, or the user's DMs."""
+        return Scope.of(self.guild_id, self.user_id)
 
 
 class Surface(Protocol):
@@ -237,7 +243,7 @@ class Generator:
         seed = ask.seed if ask.seed is not None else secrets.randbelow(SEEDS)
         record.sampling = {"length": length, "temperature": temperature, "seed": seed}
         self._check_limits(length, temperature)  # a server's defaults, set under older limits
-        serving, vocab = await self._serving(ask.guild_id, ask.model)
+        serving, vocab = await self._serving(ask.scope, ask.model)
         label = serving.label  # `seuss v3`, as /models lists it
         if ask.version is not None and label != ask.version:
             raise CharLMError(f"{ask.version} wrote that reply and is no longer served here, so it cannot be "
@@ -252,7 +258,7 @@ class Generator:
             result = await self.context.engine.generate(
                 serving.key, ask.prompt, Sampling(temperature=temperature, length=length, seed=seed),
                 timeout=self.context.config.limits.request_timeout, on_text=live.update,
-                owner=owner_of(ask.guild_id, ask.user_id), on_place=live.wait)
+                owner=ask.scope.owner, on_place=live.wait)
         finally:
             await live.stop()
             if live.first_text is not None:
@@ -274,11 +280,11 @@ class Generator:
         if temperature is not None and temperature > g.max_temperature:
             raise CharLMError(f"This server allows a temperature of at most {g.max_temperature:g}.")
 
-    async def _serving(self, guild_id: int | None, name: str) -> tuple[Serving, Vocabulary]:
+    async def _serving(self, scope: Scope, name: str) -> tuple[Serving, Vocabulary]:
         """What serves `name` here, and its characters; asked again once if the version was
         unloaded in between (another server's request evicted it)."""
         for attempt in (1, 2):
-            serving = await self.context.serving(guild_id, name)
+            serving = await self.context.serving(scope, name)
             try:
                 version, vocab = self.context.engine.current(serving.key)
                 return serving, vocab

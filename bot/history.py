@@ -63,6 +63,9 @@ class HistoryStore:
     deletes that user's oldest beyond it in the same transaction. None: no per-user bound.
     """
 
+    noun = "requests"
+    """What purge_server counts (/purge-server's answer)."""
+
     def __init__(self, db: AsyncEngine, owned: bool = False, max_rows_per_user: int | None = None) -> None:
         self.db = db
         self.owned = owned  # opened by open(): close() disposes of the engine
@@ -147,7 +150,7 @@ class HistoryStore:
         async with self.db.connect() as conn:
             return {g for (g,) in await conn.execute(query)}
 
-    async def forget_guild(self, guild_id: int) -> int:
+    async def purge_server(self, guild_id: int) -> int:
         """Delete every row of one server (the bot left it); returns how many went."""
         return await self._delete(requests.c.guild_id == guild_id)
 

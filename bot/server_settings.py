@@ -2,7 +2,7 @@
 
 A server that never changed anything has no row and gets `ServerSettings()`: answers
 everywhere, mentions on, the filter on, the config's defaults. Rows go when the server's
-other data goes (bot.finetune.cog purge). Direct messages have no settings: the defaults.
+other data goes (bot.cog.servers). Direct messages have no settings: the defaults.
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ def parse_words(text: str) -> tuple[str, ...]:
 class SettingsStore:
     """Reads and writes `server_settings`; the same queries on SQLite and PostgreSQL."""
 
+    noun = "server settings"
+    """What purge_server counts (/purge-server's answer)."""
+
     def __init__(self, db: AsyncEngine) -> None:
         self.db = db
 
@@ -79,7 +82,12 @@ class SettingsStore:
             await conn.execute(sa.delete(server_settings).where(server_settings.c.guild_id == guild_id))
             await conn.execute(sa.insert(server_settings).values(guild_id=guild_id, **values))
 
-    async def forget_guild(self, guild_id: int) -> int:
+    async def guild_ids(self) -> set[int]:
+        """Every server that changed a setting."""
+        async with self.db.connect() as conn:
+            return {g for (g,) in await conn.execute(sa.select(server_settings.c.guild_id))}
+
+    async def purge_server(self, guild_id: int) -> int:
         """Delete a server's settings (its data is purged); returns 1 if it had any."""
         async with self.db.begin() as conn:
             return (await conn.execute(sa.delete(server_settings).where(

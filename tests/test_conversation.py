@@ -343,7 +343,7 @@ def test_settings_store_on_sqlite_and_postgresql(store_url: str) -> None:
             await store.put(GUILD + 1, ServerSettings(length=10))
             assert await store.get(GUILD) == chosen and chosen.words == ("darn", "heck")
             assert not chosen.allows(GENERAL) and chosen.allows(BOTS) and ServerSettings().allows(GENERAL)
-            assert await store.forget_guild(GUILD) == 1
+            assert await store.purge_server(GUILD) == 1
             assert await store.get(GUILD) == ServerSettings() and (await store.get(GUILD + 1)).length == 10
         finally:
             await db.dispose()

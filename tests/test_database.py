@@ -14,11 +14,11 @@ import sqlalchemy as sa
 
 from bot.config import ConfigError, load_config
 from bot.db.engine import open_database
-from bot.db.schema import OWNERS
 from bot.finetune.registry import Registry
 from bot.finetune.store import JobStore
 from bot.health import check_database
 from bot.history import HistoryStore
+from bot.scope import Scope
 from tests.test_finetune_parts import fake_version, job
 from tests.test_history import request
 
@@ -64,7 +64,7 @@ async def fill(url: str, models: Path) -> None:
         registry = Registry(db, models, {})
         card = fake_version(models / "10" / "alice" / "v1", "pirate.txt", 1.5)
         version = await registry.add(10, "alice", 1, models / "10" / "alice" / "v1", card, None)
-        await registry.serve(10, version, 5)
+        await registry.serve(Scope.server(10), version, 5)
         store = JobStore(db)
         await store.add(job(guild_id=10))
         await store.add(job(guild_id=20))
@@ -86,7 +86,7 @@ def test_copy_moves_every_row_into_postgresql_and_refuses_a_database_that_is_not
     async def check() -> None:
         db = await open_database(postgres_url)
         try:
-            assert (await Registry(db, tmp_path / "models", {}).served(10, "alice")).label == "v1"
+            assert (await Registry(db, tmp_path / "models", {}).served(Scope.server(10), "alice")).label == "v1"
             store = JobStore(db)
             assert [j.guild_id for j in await store.in_state("queued")] == [10, 20]
             assert await store.add(job(guild_id=30)) == 3  # the id sequence moved past the copied ids
@@ -134,8 +134,8 @@ def test_two_processes_claim_different_jobs_and_serving_changes_are_seen_at_once
             reg_one, reg_two = Registry(one, models, {}), Registry(two, models, {})
             card = fake_version(models / "10" / "alice" / "v1", "pirate.txt", 1.5)
             version = await reg_one.add(10, "alice", 1, models / "10" / "alice" / "v1", card, None)
-            await reg_one.serve(OWNERS, version, 5)
-            assert (await reg_two.served(20, "alice")).label == "v1"  # the other process's next request
+            await reg_one.serve(Scope.ALL, version, 5)
+            assert (await reg_two.served(Scope.server(20), "alice")).label == "v1"  # the other process's next request
             async with two.connect() as conn:
                 assert (await conn.execute(sa.text("SELECT count(*) FROM serving"))).scalar() == 1
         finally:

@@ -18,6 +18,7 @@ import pytest
 from bot.config import Config
 from bot.context import ENGINE_NICE
 from bot.runner import CharLMBot
+from bot.scope import Scope
 from charlm.sampling import Sampling
 from charlm.storage import read_card
 from tests.discord_double import (
@@ -121,7 +122,7 @@ def test_a_server_cycling_versions_keeps_to_its_share_and_its_short_queue(tmp_pa
         cog = bot.get_cog("FinetuneCog")
         for guild, name, number in [(B, "seuss", 1), (A, "m1", 2), (A, "m2", 3), (A, "m3", 4), (A, "m4", 5)]:
             folder = add_version(config, tiny_model, guild, name, number)
-            await cog.registry.serve(guild, await cog.registry.add(guild, name, number, folder, read_card(folder)))
+            await cog.registry.serve(Scope.server(guild), await cog.registry.add(guild, name, number, folder, read_card(folder)))
         loaded = lambda: sorted(k for k in bot.charlm.engine.models() if "@" in k)  # noqa: E731
         loads = lambda: sum(bot.metrics.registry.get_sample_value(  # noqa: E731
             "charbot_version_loads_total", {"model": model}) or 0 for model in ("fine-tuned", "seuss"))
@@ -134,12 +135,12 @@ def test_a_server_cycling_versions_keeps_to_its_share_and_its_short_queue(tmp_pa
         def nice() -> int:
             return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-        loader_nice = await asyncio.get_running_loop().run_in_executor(cog.loaded.executor, nice)
+        loader_nice = await asyncio.get_running_loop().run_in_executor(bot.charlm.pool.executor, nice)
         assert loader_nice == min(19, nice() + ENGINE_NICE)
 
         # The loader thread is busy: A asks for four versions at once, B for one.
         gate = threading.Event()
-        cog.loaded.executor.submit(gate.wait, 30)
+        bot.charlm.pool.executor.submit(gate.wait, 30)
         first = [await generate(f"a{i}", A, f"m{i + 1}") for i in range(4)]
         # One loading, two queued (A's short queue): whichever reaches the pool last is refused at once.
         await until(lambda: any(has(SERVER_BUSY)(h) for h in first))

@@ -21,6 +21,7 @@ import pytest
 from bot.config import Config, load_config
 from bot.db.engine import head
 from bot.runner import CharLMBot
+from bot.scope import Scope
 from tests.discord_double import DiscordDouble, LogGuard, InteractionHandle, running_bot, running_double
 
 REPLY_EDIT = "PATCH /webhooks/{app}/{token}/messages/@original"
@@ -86,7 +87,7 @@ def serving_rows(config: Config) -> list[tuple]:
 
 async def served_path(bot: CharLMBot, name: str, guild_id: int | None = GUILD) -> str:
     """The folder the engine answers `name` from in a server."""
-    serving = await bot.charlm.serving(guild_id, name)
+    serving = await bot.charlm.serving(Scope.of(guild_id, 1), name)
     return bot.charlm.engine.models()[serving.key].path
 
 

@@ -12,12 +12,13 @@ import pytest
 
 from bot.config import ConfigError, load_config
 from bot.finetune.plot import loss_plot
-from bot.finetune.registry import Registry, check_name
+from bot.finetune.registry import Registry, Version, check_name
 from bot.finetune.settings import finetune_config
 from bot.db.departures import Departures
 from bot.db.engine import DatabaseError, head, open_database
 from bot.finetune.store import Busy, Job, JobStore
 from bot.finetune.uploads import check_corpus, safe_filename
+from bot.scope import Scope
 from charlm.errors import CharLMError
 from charlm.train_config import FINETUNE
 from charlm.vocab import Vocabulary
@@ -128,9 +129,11 @@ def test_registry_scopes_serving_pruning_and_discard(tmp_path: Path, store_url: 
 
     async def main() -> None:
         db = await open_database(store_url)
-        registry = Registry(db, tmp_path / "models", {"alice": shipped, "seuss": tmp_path / "weights" / "missing"})
-        assert await registry.names(10) == ["alice"]
-        assert (await registry.served(10, "alice")).label == "v0"
+        discarded: list[Version] = []  # what the bot unloads from the engine
+        registry = Registry(db, tmp_path / "models", {"alice": shipped, "seuss": tmp_path / "weights" / "missing"},
+                            on_discard=discarded.append)
+        assert await registry.names(Scope.server(10)) == ["alice"]
+        assert (await registry.served(Scope.server(10), "alice")).label == "v0"
         versions = []
         for number, guild in enumerate((10, 10, 20), 1):
             out = registry.folder_for(guild, "alice", number)
@@ -138,23 +141,23 @@ def test_registry_scopes_serving_pruning_and_discard(tmp_path: Path, store_url: 
             versions.append(await registry.add(guild, "alice", number, out, fake_version(out, "s.txt", 1.5 + number)))
         assert [v.label for v in versions] == ["v1", "v2", "v3"]
         assert await registry.registered("alice", 3) and not await registry.registered("alice", 4)
-        assert (await registry.served(10, "alice")).label == "v0"  # a new version is not served by itself
-        await registry.serve(10, versions[0])
-        assert (await registry.served(10, "alice")).label == "v1" and (await registry.served(20, "alice")).shipped
-        model = await registry.model(20, "alice")
+        assert (await registry.served(Scope.server(10), "alice")).label == "v0"  # a new version is not served by itself
+        await registry.serve(Scope.server(10), versions[0])
+        assert (await registry.served(Scope.server(10), "alice")).label == "v1" and (await registry.served(Scope.server(20), "alice")).shipped
+        model = await registry.model(Scope.server(20), "alice")
         assert [v.label for v in model.versions] == ["v0", "v3"]  # not server 10's
-        await registry.serve(0, versions[2])  # the owners publish server 20's v3
-        assert (await registry.served(30, "alice")).label == "v3" and (await registry.served(None, "alice")).label == "v3"
-        assert (await registry.served(10, "alice")).label == "v1"  # its own choice stays
-        assert [v.label for v in (await registry.model(10, "alice")).versions] == ["v0", "v1", "v2", "v3"]
-        assert [v.label for v in (await registry.model(30, "alice", everything=True)).versions] == [
+        await registry.serve(Scope.ALL, versions[2])  # the owners publish server 20's v3
+        assert (await registry.served(Scope.server(30), "alice")).label == "v3" and (await registry.served(Scope.dm(40), "alice")).label == "v3"
+        assert (await registry.served(Scope.server(10), "alice")).label == "v1"  # its own choice stays
+        assert [v.label for v in (await registry.model(Scope.server(10), "alice")).versions] == ["v0", "v1", "v2", "v3"]
+        assert [v.label for v in (await registry.model(Scope.ALL, "alice")).versions] == [
             "v0", "v1", "v2", "v3"]
 
         deleted = await registry.prune(10, "alice", keep=1)  # v1 is served: v2 goes
         assert [v.label for v in deleted] == ["v2"] and not versions[1].folder.exists()
-        assert await registry.purge_guild(20) == []  # v3 is every server's default: kept, as the owners'
+        assert await registry.purge_server(20) == 0  # v3 is every server's default: kept, as the owners'
         assert (await registry.by_id(versions[2].id)).guild_id == 0
-        assert [v.label for v in await registry.purge_guild(10)] == ["v1"]
+        assert await registry.purge_server(10) == 1 and [v.label for v in discarded] == ["v1"]
         assert not (tmp_path / "models" / "10").exists()
 
         half = registry.folder_for(20, "alice", 9)
@@ -164,9 +167,9 @@ def test_registry_scopes_serving_pruning_and_discard(tmp_path: Path, store_url: 
         assert sorted(p.name for p in half.parent.iterdir()) == ["v3"]
 
         with pytest.raises(CharLMError, match=r"alice has no version 'v7' here \(it has v0, v3\)"):
-            (await registry.model(20, "alice")).version("v7")
+            (await registry.model(Scope.server(20), "alice")).version("v7")
         with pytest.raises(CharLMError, match="There is no model called 'bob' here"):
-            await registry.model(20, "bob")
+            await registry.model(Scope.server(20), "bob")
         await db.dispose()
 
     with pytest.raises(CharLMError, match="not a usable model name"):

@@ -88,7 +88,7 @@ def test_forget_deletes_every_row_of_that_user_or_server_only(store_url: str) ->
         await store.record(request(1, guild_id=None))
         await store.record(request(5, guild_id=77))
         forgotten = await store.forget_user(1), await store.count(1), await store.count(2)
-        return forgotten, await store.forget_guild(77), await store.count()
+        return forgotten, await store.purge_server(77), await store.count()
 
     assert with_store(store_url, body) == ((3, 0, 1), 1, 1)
 

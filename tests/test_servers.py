@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import discord
 import pytest
+from discord.ext import commands
 
 from bot.config import Config
 from bot.runner import CharLMBot
+from bot.scope import Scope
 from charlm.storage import read_card
 from tests.discord_double import (
     ChannelSpec, DiscordDouble, GuildSpec, InteractionHandle, LogGuard, NotOffered, UserSpec, World, running_bot,
@@ -271,11 +275,11 @@ def test_guild_removal_purges_after_retention_unless_readded(tmp_path: Path, tin
     models = config.bot.data_dir / "models"
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        cog = bot.get_cog("FinetuneCog")
+        registry, servers = bot.charlm.registry, bot.get_cog("ServersCog")
         for guild in (A, B):
             folder = add_version(config, tiny_model, guild, "seuss", 1 if guild == A else 2)
-            version = await cog.registry.add(guild, "seuss", 1 if guild == A else 2, folder, read_card(folder))
-            await cog.registry.serve(guild, version)
+            version = await registry.add(guild, "seuss", 1 if guild == A else 2, folder, read_card(folder))
+            await registry.serve(Scope.server(guild), version)
             await ask(double, "seuss", {"text": "hat", "length": 10}, guild=guild)
         removed = await double.remove_guild(B)
         await until(lambda: bot.get_guild(B) is None)
@@ -285,18 +289,18 @@ def test_guild_removal_purges_after_retention_unless_readded(tmp_path: Path, tin
         await double.remove_guild(A)
         await until(lambda: bot.get_guild(A) is None)
         await asyncio.sleep(0.2)
-        assert set(await cog.departures.all()) == {A}
-        await cog.purge_departed()  # not yet: retention_days have not passed
+        assert set(await servers.departures.all()) == {A}
+        await servers.purge_departed()  # not yet: retention_days have not passed
         assert (models / str(A) / "seuss" / "v1").is_dir()
-        await cog.departures.left(A, at=time.time() - 31 * 86400)
-        await cog.purge_departed()
+        await servers.departures.left(A, at=time.time() - 31 * 86400)
+        await servers.purge_departed()
         assert not (models / str(A) / "seuss").exists() and (models / str(B) / "seuss" / "v2").is_dir()
-        assert await cog.departures.all() == {}
+        assert await servers.departures.all() == {}
         # an owner can purge a server at once; others cannot
         assert await ask(double, "purge-server", {"server": str(B)}, user="carol", guild=B) == \
             "Only the bot's owners can purge a server."
         purged = await ask(double, "purge-server", {"server": str(B)}, user="owner", guild=C)
-        assert purged == f"Deleted server {B}'s data: 1 model versions, 0 jobs, 1 requests."
+        assert purged == f"Deleted server {B}'s data: 1 model versions, 1 requests, 0 server settings, 0 jobs."
         assert await footer(double, "seuss", B) == "seuss v0"
 
     run(config, scenario)
@@ -324,11 +328,89 @@ def test_a_server_that_removed_the_bot_while_it_was_away_starts_its_retention(tm
     run(config, lambda double, bot: departed(bot, set()))  # added back before retention_days: nothing goes
 
 
+class OnlyTheCog(commands.Bot):
+    """A discord.py bot of its own that loads `bot.cog` and nothing else (no fine-tuning)."""
+
+    def __init__(self) -> None:
+        super().__init__(command_prefix="!", intents=discord.Intents.default(), guild_ready_timeout=0.1)
+
+    async def setup_hook(self) -> None:
+        await self.load_extension("bot.cog")
+        await self.tree.sync()
+
+
+def guild_rows(config: Config) -> dict[str, list[int]]:
+    """The server of each requests and server_settings row."""
+    with sqlite3.connect(config.bot.data_dir / "charbot.sqlite3") as db:
+        found = {table: sorted(g for (g,) in db.execute(f"SELECT guild_id FROM {table}"))
+                 for table in ("requests", "server_settings")}
+    db.close()
+    return found
+
+
+class FailsOnce:
+    """A store whose first purge of a server fails (the fault, injected between real stores)."""
+
+    noun = "rows"
+
+    def __init__(self, guild_id: int) -> None:
+        self.failing = {guild_id}
+
+    async def guild_ids(self) -> set[int]:
+        return set()
+
+    async def purge_server(self, guild_id: int) -> int:
+        if guild_id in self.failing:
+            self.failing.discard(guild_id)
+            raise RuntimeError("the database went away")
+        return 0
+
+
+def test_a_bot_with_only_the_cog_forgets_departed_servers_and_retries_a_failed_purge(
+        tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    config = write_config(tmp_path, tiny_model)
+    monkeypatch.setenv("CHARLM_CONFIG", str(config.path))
+
+    async def main() -> None:
+        async with running_double(world=world()) as double:
+            async with running_bot(OnlyTheCog(), timeout=60) as bot:
+                await double.wait_commands(["alice", "seuss", "generate", "settings", "purge-server"])
+                assert bot.get_cog("FinetuneCog") is None
+                for guild, admin in ((A, "alice"), (B, "carol"), (C, "alice")):
+                    await ask(double, "seuss", {"text": "hat", "length": 10}, guild=guild)
+                    assert (await ask(double, "settings", {"mentions": False}, user=admin, guild=guild)
+                            ).startswith("Saved.")
+                for guild in (A, B):
+                    await double.remove_guild(guild)
+                    await until(lambda: bot.get_guild(guild) is None)
+                servers = bot.get_cog("ServersCog")
+                await departed(bot, {A, B})
+                fault = FailsOnce(A)
+                bot.charlm.servers.stores.insert(1, fault)  # after the registry, before the history
+                await servers.purge_departed()  # not yet: retention_days have not passed
+                assert guild_rows(config)["requests"] == [A, B, C]
+                for guild in (A, B):
+                    await servers.departures.left(guild, at=time.time() - 31 * 86400)
+                with caplog.at_level(logging.ERROR, logger="bot.cog.servers"):
+                    await servers.purge_departed()
+                assert f"purging guild {A} failed; the next pass tries again" in caplog.text
+                # A's purge stopped at the fault and A stays departed; B, in the same pass, is gone
+                assert guild_rows(config) == {"requests": [A, C], "server_settings": [A, C]}
+                assert set(await servers.departures.all()) == {A}
+                await servers.purge_departed()  # the next pass
+                assert guild_rows(config) == {"requests": [C], "server_settings": [C]}
+                assert await servers.departures.all() == {}
+            double.assert_no_violations()
+
+    asyncio.run(main())
+
+
 async def departed(bot: CharLMBot, expected: set[int], timeout: float = 10.0) -> None:
     """Wait for the cog's on_ready (a task of its own, after the bot is ready) to settle."""
     deadline = time.monotonic() + timeout
-    while set(await bot.get_cog("FinetuneCog").departures.all()) != expected:
-        assert time.monotonic() < deadline, await bot.get_cog("FinetuneCog").departures.all()
+    departures = bot.get_cog("ServersCog").departures
+    while set(await departures.all()) != expected:
+        assert time.monotonic() < deadline, await departures.all()
         await asyncio.sleep(0.05)
 
 
@@ -337,11 +419,11 @@ def test_versions_load_on_demand_and_the_least_recently_used_is_unloaded(tmp_pat
     config = dataclasses.replace(config, engine=dataclasses.replace(config.engine, max_loaded=1))
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        cog = bot.get_cog("FinetuneCog")
+        registry = bot.charlm.registry
         for guild, number in ((A, 1), (B, 2)):
             folder = add_version(config, tiny_model, guild, "seuss", number)
-            version = await cog.registry.add(guild, "seuss", number, folder, read_card(folder))
-            await cog.registry.serve(guild, version)
+            version = await registry.add(guild, "seuss", number, folder, read_card(folder))
+            await registry.serve(Scope.server(guild), version)
         fine_tuned = lambda: sorted(k for k in bot.charlm.engine.models() if "@" in k)  # noqa: E731
         assert fine_tuned() == []  # nothing loaded until asked for
         assert await footer(double, "seuss", A) == "seuss v1"
@@ -371,8 +453,8 @@ def test_a_data_folder_from_the_older_bot_migrates_on_first_start(tmp_path: Path
         status_b = await ask(double, "finetune status", user="carol", guild=B)
         assert "Fine-tune #2: alice v0 → rhymes v1" in status_b and "seussish" not in status_b
         assert "▶ v1: from base, trained on `seussish.txt`" in await ask(double, "models", {"model": "seuss"})
-        cog = bot.get_cog("FinetuneCog")
-        assert await cog.registry.registered("seuss", 1) and not await cog.registry.registered("seuss", 2)
+        registry = bot.charlm.registry
+        assert await registry.registered("seuss", 1) and not await registry.registered("seuss", 2)
         history = await ask(double, "history", user="bob", guild=A)
         assert history.startswith("Your last 6 requests:")  # 3 from before, 3 just now
 

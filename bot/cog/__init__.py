@@ -1,5 +1,6 @@
-"""The `bot.cog` extension: /alice, /seuss, /history, /forget, /settings, @mentions, replies,
-the "Continue as…" message commands and the Reroll/Continue buttons.
+"""The `bot.cog` extension: /alice, /seuss, /generate, /history, /forget, /settings,
+/purge-server, @mentions, replies, the "Continue as…" message commands, the Reroll/Continue
+buttons, and forgetting the servers that removed the bot (bot.cog.servers).
 
 Any discord.py bot can add them with `await bot.load_extension("bot.cog")`. If the bot
 has no services yet (`bot.charlm`), the extension opens them from the config file named
@@ -18,10 +19,10 @@ from bot.context import BotContext
 from bot.cog.conversation import ConversationCog
 from bot.cog.generate import GenerationCog
 from bot.cog.history_commands import HistoryCog
+from bot.cog.servers import ServersCog
 from bot.cog.settings_command import SettingsCog
 from bot.generation import Generator
 from bot.outfilter import OutputFilter
-from bot.server_settings import SettingsStore
 
 
 async def setup(bot: commands.Bot) -> None:
@@ -30,12 +31,12 @@ async def setup(bot: commands.Bot) -> None:
         context = await BotContext.open(load_config(os.environ.get("CHARLM_CONFIG", "config.toml")))
         context.opened_by_extension = True
         bot.charlm = context  # type: ignore[attr-defined]
-    settings = SettingsStore(context.db)
-    generator = Generator(context, settings, OutputFilter(), lambda: bot.shard_count or 1)  # the one path every way of asking shares
+    generator = Generator(context, context.settings, OutputFilter(), lambda: bot.shard_count or 1)  # the one path every way of asking shares
     await bot.add_cog(GenerationCog(generator))
     await bot.add_cog(ConversationCog(bot, context, generator))
     await bot.add_cog(HistoryCog(context))
-    await bot.add_cog(SettingsCog(context, settings))
+    await bot.add_cog(SettingsCog(context, context.settings))
+    await bot.add_cog(ServersCog(bot, context))
 
 
 async def teardown(bot: commands.Bot) -> None:

@@ -19,6 +19,7 @@ from bot.cog.buttons import ReplyButtons, continuation_prompt, row_of
 from bot.context import BotContext
 from bot.generation import Ask, Generator
 from bot.respond import NO_MENTIONS, SORRY, answer_error, tell
+from bot.scope import Scope, scope_of
 from bot.surfaces import InteractionSurface, MessageSurface
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class ConversationCog(commands.Cog):
             ask.command, ask.model, ask.prompt = "reply", row.model, continuation_prompt(row, text)
             ask.length, ask.temperature = (row.sampling or {}).get("length"), (row.sampling or {}).get("temperature")
         else:
-            ask.model, ask.prompt = await self._model_and_prompt(ask.guild_id, text, settings.model)
+            ask.model, ask.prompt = await self._model_and_prompt(ask.scope, text, settings.model)
         surface = MessageSurface(message)
         try:
             await self.generator.run(surface, ask)
@@ -132,10 +133,10 @@ class ConversationCog(commands.Cog):
             return None
         return row_of(resolved)
 
-    async def _model_and_prompt(self, guild_id: int | None, text: str, default: str) -> tuple[str, str]:
+    async def _model_and_prompt(self, scope: Scope, text: str, default: str) -> tuple[str, str]:
         """`seuss: text` -> ("seuss", "text") when seuss is a model here; else the default and all of it."""
         match = MODEL_PREFIX.match(text)
-        if match and match[1].lower() in await self.context.model_names(guild_id):
+        if match and match[1].lower() in await self.context.model_names(scope):
             return match[1].lower(), match[2]
         return default or self.context.config.generation.mention_model, text
 
@@ -151,7 +152,7 @@ class ConversationCog(commands.Cog):
         if not message.content.strip():
             await tell(interaction, "That message has no text to continue.")
             return
-        names = await self.context.model_names(interaction.guild_id)
+        names = await self.context.model_names(scope_of(interaction))
         await interaction.response.send_message("Which model should continue it?", ephemeral=True,
                                                 view=ModelPicker(self, message.content, names, interaction.id),
                                                 allowed_mentions=NO_MENTIONS)

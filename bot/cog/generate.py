@@ -1,4 +1,4 @@
-"""/alice and /seuss: slash commands on the shared generate-and-stream path (bot.generation)."""
+"""/alice, /seuss and /generate: slash commands on the shared generate-and-stream path (bot.generation)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from charlm.errors import CharLMError
+
 from bot.config import LENGTH_LIMIT, TEMPERATURE_LIMIT
 from bot.generation import MAX_SEED, Ask, Generator
 from bot.respond import answer_error
+from bot.scope import scope_of
 from bot.surfaces import InteractionSurface
 
 log = logging.getLogger(__name__)
@@ -24,15 +27,18 @@ OPTIONS = dict(
     temperature="0 always picks the likeliest character, higher is more surprising; empty: the default",
     seed="A reply's footer seed: the same version, text and settings write the same text again",
 )
+BUILTIN = ("alice", "seuss")
+"""Served by their own commands; /generate serves every other model."""
 
 
 class GenerationCog(commands.Cog):
-    """Continue a user's text in the style of one of the shipped models."""
+    """Continue a user's text in the style of a model: the shipped ones by name, any other
+    (storybook, a server's fine-tuned models) with /generate."""
 
     def __init__(self, generator: Generator) -> None:
         self.generator = generator
         self.context = generator.context
-        self.cooldowns = generator.cooldowns  # shared with /generate, mentions and buttons
+        self.cooldowns = generator.cooldowns  # shared with mentions and buttons
 
     async def cog_unload(self) -> None:
         await self.generator.drain()
@@ -54,6 +60,27 @@ class GenerationCog(commands.Cog):
                     length: Length | None = None, temperature: Temperature | None = None,
                     seed: Seed | None = None) -> None:
         await self.continue_text(interaction, "seuss", text, length, temperature, seed)
+
+    @app_commands.command(name="generate", description="Continue your text with storybook or a fine-tuned model")
+    @app_commands.describe(model="storybook, or a model made with /finetune", text="Text to continue (the model reads "
+                           "its last 100 characters)", length="Characters to write", temperature="0 always picks "
+                           "the likeliest character; higher is more surprising", seed="A reply's footer seed: "
+                           "the same version, text and settings write the same text again")
+    async def generate(self, interaction: discord.Interaction, model: str, text: str | None = None,
+                       length: Length | None = None, temperature: Temperature | None = None,
+                       seed: Seed | None = None) -> None:
+        name = model.strip().lower()
+        if name in BUILTIN:
+            raise CharLMError(f"Use /{name} for that model.")
+        if await self.context.registry.served(scope_of(interaction), name) is None:
+            raise CharLMError(f"There is no model called {model!r} here; /models lists them.")
+        await self.continue_text(interaction, name, text, length, temperature, seed)
+
+    @generate.autocomplete("model")
+    async def _generated_models(self, interaction: discord.Interaction,
+                                current: str) -> list[app_commands.Choice[str]]:
+        names = [n for n in await self.context.model_names(scope_of(interaction)) if n not in BUILTIN]
+        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n][:25]
 
     async def continue_text(self, interaction: discord.Interaction, model: str, text: str | None,
                             length: int | None, temperature: float | None, seed: int | None = None) -> None:

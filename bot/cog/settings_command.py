@@ -14,6 +14,7 @@ from charlm.errors import CharLMError
 from bot.cog.generate import Length, Temperature
 from bot.context import BotContext, may_manage
 from bot.respond import NO_MENTIONS, answer_error, tell
+from bot.scope import scope_of
 from bot.server_settings import MAX_CHANNELS, ServerSettings, SettingsStore, parse_words
 
 CHANNEL = re.compile(r"<#([0-9]{1,20})>|([0-9]{1,20})")
@@ -80,7 +81,7 @@ class SettingsCog(commands.Cog):
             changes["mentions"] = mentions
         if model is not None:
             name = model.strip().lower()
-            if name not in await self.context.model_names(interaction.guild_id):
+            if name not in await self.context.model_names(scope_of(interaction)):
                 raise CharLMError(f"There is no model called {model[:40]!r} here; /models lists them.")
             changes["model"] = name
         if temperature is not None:
@@ -104,7 +105,7 @@ class SettingsCog(commands.Cog):
 
     @settings.autocomplete("model")
     async def _models(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        names = await self.context.model_names(interaction.guild_id)
+        names = await self.context.model_names(scope_of(interaction))
         return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n][:25]
 
     async def cog_app_command_error(self, interaction: discord.Interaction,

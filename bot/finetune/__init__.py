@@ -1,7 +1,7 @@
-"""The `bot.finetune` extension: /finetune start|status|cancel, /models and /generate.
+"""The `bot.finetune` extension: /finetune start|status|cancel and /models.
 
-Load it after `bot.cog` (it shares that extension's services, `bot.charlm`, and its
-/generate replies like /alice): `await bot.load_extension("bot.finetune")`. Settings come
+Load it after `bot.cog` (it shares that extension's services, `bot.charlm`, and adds its
+jobs to the data a departed server loses): `await bot.load_extension("bot.finetune")`. Settings come
 from the [finetune] table of config.toml (see docs/finetune.md).
 
 This module stays free of imports: the training process runs `bot.finetune.worker`,

@@ -1,9 +1,13 @@
-"""/finetune start|status|cancel, /models, /generate and /purge-server.
+"""/finetune start|status|cancel and /models.
 
 A server's admins teach the bot a new style for their server from an uploaded text; the
 job waits its turn in the queue, trains in another process while /alice and /seuss keep
 answering, and its result is served in that server only if it beats its base on held-out
 text (or an admin says so). The bot's owners decide what every server gets by default.
+
+Serving those versions is the context's (BotContext.serving, with /generate in bot.cog);
+a departed server's jobs go with the rest of its data (bot.cog.servers), through the job
+store and the cancel hook this cog adds to `context.servers`.
 """
 
 from __future__ import annotations
@@ -19,32 +23,25 @@ import time
 import discord
 import sqlalchemy as sa
 from discord import app_commands
-from discord.ext import commands, tasks
+from discord.ext import commands
 
 from charlm.errors import CharLMError
 from charlm.storage import VOCAB_FILE
 from charlm.vocab import Vocabulary
 
-from bot.cog.generate import Length, Seed, Temperature
-from bot.context import BotContext, Serving, is_owner, may_manage
-from bot.db.departures import Departures
+from bot.context import BotContext, is_owner, may_manage
 from bot.db.legacy import import_legacy
-from bot.db.schema import OWNERS
 from bot.finetune.cleanup import clean_incoming
 from bot.finetune.describe import describe, describe_models
 from bot.finetune.desk import JobDesk
-from bot.finetune.pool import LoadedVersions, LoadQueueFull
-from bot.finetune.registry import Registry, Version, check_name
+from bot.finetune.registry import Version, check_name
 from bot.finetune.settings import FinetuneConfig
 from bot.finetune.store import Job, JobStore
 from bot.finetune.uploads import check_corpus, check_declared_size, download, safe_filename
 from bot.respond import NO_MENTIONS, answer_error, tell
-from bot.server_settings import SettingsStore
+from bot.scope import Scope, scope_of
 
 log = logging.getLogger(__name__)
-BUILTIN = ("alice", "seuss")
-"""Shipped models with a command of their own; /generate serves every other name."""
-"""Served by their own commands; /generate serves every other model."""
 TOKEN_LIFETIME = 14 * 60
 """Seconds an interaction's reply can be edited (Discord allows 15 minutes); after that
 the job's progress moves to a plain channel message."""
@@ -107,13 +104,11 @@ class FinetuneCog(commands.Cog):
         self.context = context
         self.settings = settings
         self.db = None
-        self.registry: Registry | None = None
+        self.registry = context.registry
         self.store: JobStore | None = None
         self.desk: JobDesk | None = None
         self.trainer = None  # bot.finetune.training.Trainer: SQLite with the full install only
         self.trainer_task: asyncio.Task | None = None
-        self.departures: Departures | None = None
-        self.loaded = LoadedVersions(context, context.config.engine.max_loaded)
         self._ready_task: asyncio.Task | None = None
         self.remote = context.config.postgres
         """PostgreSQL: this process only queues; bot.trainer workers train (docs/scaling.md)."""
@@ -122,9 +117,7 @@ class FinetuneCog(commands.Cog):
     async def cog_load(self) -> None:
         self.db = self.context.db  # the context's: it disposes of it
         try:
-            self.registry = Registry(self.db, self.settings.models_dir, self.context.config.models.folders())
             self.store = JobStore(self.db)
-            self.departures = Departures(self.db)
             try:
                 await import_legacy(self.db, self.settings, self.context.config.bot.data_dir)
             except sa.exc.IntegrityError:  # another process starting at the same time did it
@@ -141,16 +134,16 @@ class FinetuneCog(commands.Cog):
         except BaseException:
             self.db = None
             raise
-        self.context.resolver = self.resolve
-        self.context.lister = self.registry.names
-        self.purge_departed.start()
+        self.context.servers.add(self.store, before_purge=self.desk.cancel,  # a running job stops first
+                                 on_return=self._returned)
         loop = asyncio.get_running_loop()
         self.watcher = loop.create_task(self.desk.watch(), name="finetune-watch")
         if self.trainer is not None:
             self.trainer_task = loop.create_task(self.trainer.run(), name="finetune-trainer")
 
     async def cog_unload(self) -> None:
-        self.purge_departed.cancel()
+        if self.store in self.context.servers.stores:
+            self.context.servers.remove(self.store, before_purge=self.desk.cancel, on_return=self._returned)
         ready = self._ready_task
         if ready is not None and not ready.done() and ready is not asyncio.current_task():
             ready.cancel()
@@ -158,9 +151,6 @@ class FinetuneCog(commands.Cog):
         if self.watcher is not None:
             self.watcher.cancel()
             await asyncio.gather(self.watcher, return_exceptions=True)
-        if self.context.resolver == self.resolve:
-            self.context.resolver = None
-            self.context.lister = None
         if self.trainer is not None:
             await self.trainer.shutdown()
             if self.trainer_task is not None:
@@ -170,95 +160,22 @@ class FinetuneCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
-        """Connected: servers that added the bot back while it was away are kept, servers that
-        removed it meanwhile start their retention period, and queued jobs (also from before
-        a restart) start."""
+        """Connected: the jobs of this bot's servers are shown again, and queued jobs (also from
+        before a restart) start."""
         self._ready_task = asyncio.current_task()  # cog_unload waits for it: it uses the databases
-        present = {guild.id for guild in self.bot.guilds}
-        for guild_id in present:
-            if await self.departures.returned(guild_id):
-                log.info("guild %s added the bot back; its data is kept", guild_id)
-            if (job := await self.store.active(guild_id)) is not None:
+        for guild in self.bot.guilds:
+            if (job := await self.store.active(guild.id)) is not None:
                 self.desk.follow(job, JobMessage(self.bot, job.channel_id))  # e.g. after this process restarted
-        if self._sees_every_guild():
-            try:
-                await self._note_departures_while_away(present)
-            except Exception as exc:  # bookkeeping: the next start tries again
-                log.warning("could not check for servers that removed the bot while it was away: %s", exc)
         if self.trainer is not None:
             self.trainer.wake()
 
-    async def _note_departures_while_away(self, present: set[int]) -> None:
-        known = await self.registry.guild_ids() | await self.store.guild_ids()
-        known |= await self.context.history.guild_ids()
-        departed = await self.departures.all()
-        for guild_id in sorted(known - present - set(departed)):
-            await self.departures.left(guild_id)
-            log.info("guild %s removed the bot while it was away: its data goes in %d days", guild_id,
-                     self.context.config.history.retention_days)
-
-    def _sees_every_guild(self) -> bool:
-        """Whether this process's gateway connection(s) carry every server of the bot (not so
-        for a process that runs only some of its shards)."""
-        count = self.bot.shard_count or 1
-        shard_ids = getattr(self.bot, "shard_ids", None)
-        if shard_ids is not None:
-            return len(set(shard_ids)) >= count
-        return count == 1 or isinstance(self.bot, discord.AutoShardedClient)
-
-    @commands.Cog.listener()
-    async def on_guild_remove(self, guild: discord.Guild) -> None:
-        await self.departures.left(guild.id)
-        log.info("removed from guild %s: its models, jobs and history go in %d days unless it adds the bot back",
-                 guild.id, self.context.config.history.retention_days)
-
-    @commands.Cog.listener()
-    async def on_guild_join(self, guild: discord.Guild) -> None:
-        if await self.departures.returned(guild.id):
-            log.info("guild %s added the bot back; its data is kept", guild.id)
-            if self.trainer is not None:
-                self.trainer.wake()  # its queued job may go ahead again
-
-    @tasks.loop(hours=1)
-    async def purge_departed(self) -> None:
-        try:
-            for guild_id in await self.departures.due(self.context.config.history.retention_days):
-                await self.purge(guild_id)
-        except Exception:
-            log.exception("purging servers the bot left failed")
-
-    async def purge(self, guild_id: int) -> str:
-        """Delete everything of one server: jobs (a running one is stopped), versions, choices, history,
-        settings."""
-        await self.desk.cancel(guild_id)
-        deleted = await self.registry.purge_guild(guild_id)
-        for version in deleted:
-            self.loaded.forget(version)
-        jobs = await self.store.delete_guild(guild_id)
-        rows = await self.context.history.forget_guild(guild_id)
-        await SettingsStore(self.context.db).forget_guild(guild_id)  # its /settings
-        await self.departures.returned(guild_id)
-        log.info("purged guild %s: %d versions, %d jobs, %d history rows", guild_id, len(deleted), jobs, rows)
-        return f"Deleted server {guild_id}'s data: {len(deleted)} model versions, {jobs} jobs, {rows} requests."
-
-    # ---- serving --------------------------------------------------------------------------------
-
-    async def resolve(self, guild_id: int | None, name: str) -> Serving:
-        """What answers `name` in a server (the context's resolver for /alice, /seuss, /generate)."""
-        version = await self.registry.served(guild_id, name)
-        if version is None:
-            raise CharLMError(f"There is no model called {name!r} here; /models lists them.")
-        try:
-            key = await self.loaded.ensure(version, OWNERS if guild_id is None else guild_id)  # its share
-        except LoadQueueFull:
-            raise
-        except (CharLMError, OSError) as exc:
-            log.error("cannot load %s %s from %s: %s", name, version.label, version.folder, exc)
-            raise CharLMError(f"{name} {version.label} cannot be loaded right now; please tell an admin.") from None
-        return Serving(key, f"{name} {version.label}")
+    def _returned(self, guild_id: int) -> None:
+        """A server added the bot back (bot.cog.servers): its queued job may go ahead again."""
+        if self.trainer is not None:
+            self.trainer.wake()
 
     async def _preload(self, version: Version) -> None:
-        await self.loaded.ensure(version)
+        await self.context.pool.ensure(version)
 
     # ---- /finetune ------------------------------------------------------------------------------
 
@@ -288,7 +205,7 @@ class FinetuneCog(commands.Cog):
         epochs = s.default_epochs if epochs is None else epochs
         if epochs > s.max_epochs:
             raise CharLMError(f"This bot allows at most {s.max_epochs} epochs per job.")
-        source = (await self.registry.model(guild_id, base)).served
+        source = (await self.registry.model(Scope.server(guild_id), base)).served
         if source is None:
             raise CharLMError(f"{base.strip().lower()} serves nothing in this server yet; serve a version of it "
                               "first with `/models serve:`.")
@@ -366,95 +283,51 @@ class FinetuneCog(commands.Cog):
                            "as every server's default")
     async def models(self, interaction: discord.Interaction, model: str | None = None,
                      serve: str | None = None, everyone: bool = False) -> None:
-        guild_id = interaction.guild_id
         if everyone and not await is_owner(interaction, self.context.config):
             await tell(interaction, NOT_OWNER)
             return
+        scope = Scope.ALL if everyone else scope_of(interaction)
         if serve is not None:
-            await self._serve(interaction, model, serve, everyone)
+            await self._serve(interaction, model, serve, scope)
             return
-        shown = ([await self.registry.model(guild_id, model, everyone)] if model
-                 else await self.registry.models(guild_id, everyone))
-        await interaction.response.send_message(describe_models(shown, guild_id, everyone), ephemeral=True,
+        shown = [await self.registry.model(scope, model)] if model else await self.registry.models(scope)
+        await interaction.response.send_message(describe_models(shown, scope), ephemeral=True,
                                                 allowed_mentions=NO_MENTIONS)
 
-    async def _serve(self, interaction: discord.Interaction, model: str | None, label: str, everyone: bool) -> None:
-        guild_id = interaction.guild_id
-        if not everyone:
-            if guild_id is None:
-                await tell(interaction, SERVER_ONLY)
-                return
-            if not await may_manage(interaction, self.context.config):
-                await tell(interaction, NOT_ADMIN)
-                return
+    async def _serve(self, interaction: discord.Interaction, model: str | None, label: str, scope: Scope) -> None:
+        if scope.kind == "dm":
+            await tell(interaction, SERVER_ONLY)
+            return
+        if not scope.everything and not await may_manage(interaction, self.context.config):
+            await tell(interaction, NOT_ADMIN)
+            return
         if model is None:
             raise CharLMError("Say which model: `/models model:<name> serve:<version>`.")
-        active = await self._active_job(guild_id)
-        if not everyone and active is not None and active.state != "queued" and active.target == model.strip().lower():
-            raise CharLMError(f"A fine-tune job is making a new version of {model}; wait for it or cancel it.")
-        version = (await self.registry.model(guild_id, model, everyone)).version(label)
-        await interaction.response.defer(thinking=True, ephemeral=everyone)
-        await self.loaded.ensure(version)  # load first: a broken folder leaves the served version alone
-        scope = OWNERS if everyone else guild_id
+        if scope.guild_id is not None:
+            active = await self._active_job(scope.guild_id)
+            if active is not None and active.state != "queued" and active.target == model.strip().lower():
+                raise CharLMError(f"A fine-tune job is making a new version of {model}; wait for it or cancel it.")
+        version = (await self.registry.model(scope, model)).version(label)
+        await interaction.response.defer(thinking=True, ephemeral=scope.everything)
+        await self.context.pool.ensure(version)  # load first: a broken folder leaves the served version alone
         await self.registry.serve(scope, version, interaction.user.id)
         log.info("user %s switched %s to %s for %s", interaction.user.id, version.model, version.label,
-                 "every server" if everyone else f"guild {guild_id}")
-        where = ("as every server's default (servers that chose a version of their own keep it)" if everyone
-                 else "in this server")
+                 "every server" if scope.everything else f"guild {scope.guild_id}")
+        where = ("as every server's default (servers that chose a version of their own keep it)"
+                 if scope.everything else "in this server")
         await interaction.followup.send(f"Now serving **{version.model} {version.label}** {where}.",
                                         allowed_mentions=NO_MENTIONS)
-
-    # ---- /generate ------------------------------------------------------------------------------
-
-    @app_commands.command(name="generate", description="Continue your text with storybook or a fine-tuned model")
-    @app_commands.describe(model="storybook, or a model made with /finetune", text="Text to continue (the model reads its last "
-                           "100 characters)", length="Characters to write", temperature="0 always picks the "
-                           "likeliest character; higher is more surprising", seed="A reply's footer seed: "
-                           "the same version, text and settings write the same text again")
-    async def generate(self, interaction: discord.Interaction, model: str, text: str | None = None,
-                       length: Length | None = None, temperature: Temperature | None = None,
-                       seed: Seed | None = None) -> None:
-        name = model.strip().lower()
-        if name in BUILTIN:
-            raise CharLMError(f"Use /{name} for that model.")
-        if await self.registry.served(interaction.guild_id, name) is None:
-            raise CharLMError(f"There is no model called {model!r} here; /models lists them.")
-        generation = self.bot.get_cog("GenerationCog")
-        if generation is None:  # /generate shares /alice's reply, history and cooldowns
-            raise CharLMError("Generation is not available right now.")
-        generation.cooldowns.check(interaction.user.id)
-        await generation.continue_text(interaction, name, text, length, temperature, seed)
-
-    # ---- owners ---------------------------------------------------------------------------------
-
-    @app_commands.command(name="purge-server", description="The bot's owners: delete a server's models, jobs "
-                                                           "and history now")
-    @app_commands.describe(server="The server's id")
-    async def purge_server(self, interaction: discord.Interaction, server: str) -> None:
-        if not await is_owner(interaction, self.context.config):
-            await tell(interaction, "Only the bot's owners can purge a server.")
-            return
-        if not server.strip().isdigit():
-            raise CharLMError(f"{server!r} is not a server id (a number).")
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await self.purge(int(server))
-        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     # ---- autocomplete and errors ----------------------------------------------------------------
 
     async def _all_models(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        names = await self.registry.names(interaction.guild_id)
-        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n][:25]
-
-    async def _generated_models(self, interaction: discord.Interaction,
-                                current: str) -> list[app_commands.Choice[str]]:
-        names = [n for n in await self.registry.names(interaction.guild_id) if n not in BUILTIN]
+        names = await self.context.model_names(scope_of(interaction))
         return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n][:25]
 
     async def _versions(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         model = interaction.namespace.model
         try:
-            found = await self.registry.model(interaction.guild_id, model or "")
+            found = await self.registry.model(scope_of(interaction), model or "")
         except CharLMError:
             return []
         return [app_commands.Choice(name=f"{v.label} ({v.corpus})"[:100], value=v.label)
@@ -463,7 +336,6 @@ class FinetuneCog(commands.Cog):
     start.autocomplete("base")(_all_models)
     models.autocomplete("model")(_all_models)
     models.autocomplete("serve")(_versions)
-    generate.autocomplete("model")(_generated_models)
 
     async def cog_app_command_error(self, interaction: discord.Interaction,
                                     error: app_commands.AppCommandError) -> None:

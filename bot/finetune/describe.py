@@ -10,6 +10,7 @@ from charlm.progress import bar, format_duration
 
 from bot.finetune.registry import Model
 from bot.finetune.store import Job
+from bot.scope import Scope
 
 MESSAGE_LIMIT = 2000
 
@@ -77,9 +78,10 @@ def describe(job: Job, position: int | None = None) -> str:
     return "\n".join(lines)[:MESSAGE_LIMIT]
 
 
-def describe_models(models: list[Model], guild_id: int | None, everything: bool = False) -> str:
+def describe_models(models: list[Model], viewer: Scope) -> str:
     """/models: every model a server sees (or, for the owners, every server's), its versions,
     the served one, and held-out figures."""
+    everything = viewer.everything
     lines = []
     for model in models:
         if everything:
@@ -95,7 +97,7 @@ def describe_models(models: list[Model], guild_id: int | None, everything: bool 
             origin = "shipped" if v.shipped else f"from {(v.card.get('base') or {}).get('name', '?')}"
             if everything and not v.shipped:
                 origin += f", server {v.guild_id}" if v.guild_id else ", the owners'"
-            elif not v.shipped and v.guild_id != guild_id:
+            elif not v.shipped and v.guild_id != viewer.guild_id:
                 origin += ", published by the bot's owners"
             lines.append(f"{marker} {v.label}: {origin}, trained on `{discord.utils.escape_markdown(v.corpus)}` "
                          f"· {bpc}{base}")

@@ -6,7 +6,7 @@ first time a request needs it, under its key (`seuss@v3`). Three rules keep one 
 from taking the loading machinery from the others (docs/bot.md, "Fair loading"):
 
 - Loads run one at a time on one loader thread, off the event loop, at the inference
-  thread's priority (nice +ENGINE_NICE), so a burst of loads never gets the CPU ahead of
+  thread's priority (nice +bot.context.ENGINE_NICE), so a burst of loads never gets the CPU ahead of
   generation or of the event loop.
 - Each server has a short queue of loads (LOAD_QUEUE distinct versions); requests for a
   version already being loaded wait for that one load, and a server asking for more
@@ -30,11 +30,13 @@ import time
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
-from charlm.engine import OwnerBusy
+from charlm.engine import Engine, OwnerBusy
 
-from bot.context import ENGINE_NICE, BotContext
 from bot.finetune.registry import Version
+from bot.metrics import Metrics
+from bot.scope import Scope
 
 log = logging.getLogger(__name__)
 LOAD_QUEUE = 2
@@ -52,38 +54,40 @@ class _Entry:
     scope: int  # the server that last asked for it (OWNERS: a DM or the owners)
 
 
-def _lower_priority() -> None:
+def _lower_priority(nice: int) -> None:
     """The loader thread's priority: the inference thread's (Linux sets nice per thread)."""
     try:
         tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + ENGINE_NICE)
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
     except (AttributeError, OSError) as exc:
         log.info("loader thread keeps its priority (%s)", exc)
 
 
 class LoadedVersions:
-    """Which fine-tuned versions are in the context's engine, and the loads on their way."""
+    """Which fine-tuned versions are in the engine, and the loads on their way."""
 
-    def __init__(self, context: BotContext, max_loaded: int) -> None:
-        self.context = context
+    def __init__(self, engine: Engine, metrics: Metrics, max_loaded: int, nice: int) -> None:
+        self.engine = engine
+        self.metrics = metrics
         self.max_loaded = max_loaded
         self.loaded: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._loading: dict[str, asyncio.Future] = {}  # key -> its one load, queued or running
         self._queues: dict[int, deque[tuple[str, Version]]] = {}  # per server, at most LOAD_QUEUE
         self._turns: deque[int] = deque()  # servers with loads waiting, in turn order
         self._loader: asyncio.Task | None = None
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="charlm-load", initializer=_lower_priority)
-        """The one loader thread (nice +ENGINE_NICE): loads run on it one at a time."""
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="charlm-load",
+                                           initializer=partial(_lower_priority, nice))
+        """The one loader thread (the inference thread's nice): loads run on it one at a time."""
 
-    async def ensure(self, version: Version, scope: int | None = None) -> str:
+    async def ensure(self, version: Version, asker: Scope | None = None) -> str:
         """The engine key for a version, loading it first if it is not in memory.
 
-        scope: the server asking (None: the version's own server; a DM asks as OWNERS).
+        asker: the server asking (None: the version's own server; DMs share the owners' turn).
         Raises LoadQueueFull when that server already waits for LOAD_QUEUE other versions.
         """
         if version.shipped:
             return version.key
-        key, scope = version.key, version.guild_id if scope is None else scope
+        key, scope = version.key, version.guild_id if asker is None else asker.key
         if key not in self.loaded:
             load = self._loading.get(key)
             if load is None:
@@ -122,10 +126,10 @@ class LoadedVersions:
             load = self._loading[key]
             try:
                 started = time.perf_counter()
-                await loop.run_in_executor(self.executor, self.context.engine.load, key, version.folder)
+                await loop.run_in_executor(self.executor, self.engine.load, key, version.folder)
                 seconds = time.perf_counter() - started
                 self.loaded[key] = _Entry(version, scope)
-                metrics = self.context.metrics
+                metrics = self.metrics
                 metrics.loads.labels(metrics.model(version.model)).inc()
                 metrics.load_seconds.observe(seconds)
                 log.info("loaded %s on demand in %.2f s for server %s (%d fine-tuned versions in memory)", key,
@@ -136,7 +140,7 @@ class LoadedVersions:
                 load.set_exception(exc)
             finally:
                 self._loading.pop(key, None)
-                self.context.metrics.loaded_versions.set(len(self.loaded))
+                self.metrics.loaded_versions.set(len(self.loaded))
 
     def _evict(self, keep: str) -> None:
         """Unload until max_loaded remain: from a server over its share, else the biggest holder."""
@@ -150,12 +154,12 @@ class LoadedVersions:
             key = next(k for k, e in self.loaded.items() if e.scope == scope and k != keep)
             entry = self.loaded.pop(key)
             self._unload(key)
-            self.context.metrics.evictions.labels(self.context.metrics.model(entry.version.model)).inc()
+            self.metrics.evictions.labels(self.metrics.model(entry.version.model)).inc()
             log.info("unloaded %s of server %s (%d versions held, share %d)", key, scope, holders[scope], share)
 
     def _unload(self, key: str) -> None:
         try:
-            self.context.engine.unload(key)
+            self.engine.unload(key)
         except Exception as exc:  # already gone: nothing to free
             log.warning("could not unload %s: %s", key, exc)
 
@@ -163,5 +167,9 @@ class LoadedVersions:
         """A version was deleted: drop it from memory too."""
         if self.loaded.pop(version.key, None) is not None:
             self._unload(version.key)
-            self.context.metrics.loaded_versions.set(len(self.loaded))
+            self.metrics.loaded_versions.set(len(self.loaded))
+
+    def close(self) -> None:
+        """Stop the loader thread; loads not started yet are cancelled."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
 

@@ -20,6 +20,7 @@ import asyncio
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from charlm.errors import CharLMError
 from charlm.storage import CARD_FILE, read_card
 
 from bot.db.schema import OWNERS, serving, versions
+from bot.scope import Scope
 
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 VERSION = re.compile(r"^v(\d+)$")
@@ -100,18 +102,19 @@ def check_name(name: str) -> str:
     return name
 
 
-def scope_of(guild_id: int | None) -> int:
-    """A server's scope; direct messages get what every server gets by default."""
-    return OWNERS if guild_id is None else guild_id
-
-
 class Registry:
     """Versions and serving choices in the database, model folders on disk."""
 
-    def __init__(self, db: AsyncEngine, root: Path, builtin: dict[str, Path]) -> None:
+    noun = "model versions"
+    """What purge_server counts (/purge-server's answer)."""
+
+    def __init__(self, db: AsyncEngine, root: Path, builtin: dict[str, Path],
+                 on_discard: Callable[[Version], None] = lambda version: None) -> None:
         self.db = db
         self.root = root
         self.builtin = builtin
+        self.on_discard = on_discard
+        """Told of each version purge_server deletes: the bot unloads it from the engine."""
         self._shipped: dict[str, Version | None] = {}
 
     # ---- reading ----------------------------------------------------------------------------------
@@ -158,25 +161,25 @@ class Registry:
                 return await self._resolve(name, choices[s])
         return await self.shipped(name)
 
-    async def served(self, guild_id: int | None, name: str) -> Version | None:
+    async def served(self, scope: Scope, name: str) -> Version | None:
         """The version that answers `name` in a server (or a DM); None: nothing there."""
-        scope = scope_of(guild_id)
-        return await self._pick(name, await self._choices(name, [scope, OWNERS]), scope)
+        key = scope.key
+        return await self._pick(name, await self._choices(name, [key, OWNERS]), key)
 
-    async def names(self, guild_id: int | None) -> list[str]:
+    async def names(self, scope: Scope) -> list[str]:
         """Every name a server can see: shipped, its own, and those served to it."""
-        scope = scope_of(guild_id)
-        owned = sa.select(versions.c.name).where(versions.c.guild_id == scope)
-        chosen = sa.select(serving.c.name).where(serving.c.scope.in_([scope, OWNERS]))
+        key = scope.key
+        owned = sa.select(versions.c.name).where(versions.c.guild_id == key)
+        chosen = sa.select(serving.c.name).where(serving.c.scope.in_([key, OWNERS]))
         async with self.db.connect() as conn:
             found = {r[0] for r in await conn.execute(owned.union(chosen))}
         shipped = {n for n in self.builtin if await self.shipped(n) is not None}
         return sorted(found | shipped)
 
-    async def model(self, guild_id: int | None, name: str, everything: bool = False) -> Model:
-        """`name` as a server sees it; `everything`: as the owners see it (every server's versions)."""
+    async def model(self, viewer: Scope, name: str) -> Model:
+        """`name` as a server (or a DM) sees it; Scope.ALL: as the owners see it (every server's versions)."""
         name = name.strip().lower()
-        scope = scope_of(guild_id)
+        everything, scope = viewer.everything, viewer.key
         choices = await self._choices(name, [scope, OWNERS])
         default = await self._pick(name, choices, OWNERS)
         own = not everything and scope in choices  # else it gets the default
@@ -192,14 +195,14 @@ class Registry:
             raise CharLMError(f"There is no model called {name!r} here; /models lists them.")
         return Model(name, listed, served, default)
 
-    async def models(self, guild_id: int | None, everything: bool = False) -> list[Model]:
-        if everything:
+    async def models(self, viewer: Scope) -> list[Model]:
+        if viewer.everything:
             async with self.db.connect() as conn:
                 names = {r[0] for r in await conn.execute(sa.select(versions.c.name).distinct())}
             names |= {n for n in self.builtin if await self.shipped(n) is not None}
         else:
-            names = set(await self.names(guild_id))
-        return [await self.model(guild_id, n, everything) for n in sorted(names)]
+            names = set(await self.names(viewer))
+        return [await self.model(viewer, n) for n in sorted(names)]
 
     async def owned_names(self, guild_id: int) -> set[str]:
         """Models this server made under names of its own (what [finetune] max_models counts)."""
@@ -213,9 +216,9 @@ class Registry:
         async with self.db.connect() as conn:
             return {g for (g,) in await conn.execute(query)} - {OWNERS}
 
-    async def version(self, guild_id: int | None, name: str, label: str) -> Version:
+    async def version(self, scope: Scope, name: str, label: str) -> Version:
         """A version by label, as a server sees it (the base of a job)."""
-        return (await self.model(guild_id, name)).version(label)
+        return (await self.model(scope, name)).version(label)
 
     # ---- writing ----------------------------------------------------------------------------------
 
@@ -242,15 +245,19 @@ class Registry:
         result = await conn.execute(sa.insert(versions).values(**values))
         return Version(name, number, folder, card, guild_id, result.inserted_primary_key[0])
 
-    async def serve(self, scope: int, version: Version, user_id: int | None = None) -> None:
-        """Make `version` what `scope` (a guild, or 0: every server by default) gets for its name."""
+    async def serve(self, scope: Scope, version: Version, user_id: int | None = None) -> None:
+        """Make `version` what `scope` (a server, or Scope.ALL: every server by default) gets for its name."""
         async with self.db.begin() as conn:
             await self.serve_in(conn, scope, version, user_id)
 
-    async def serve_in(self, conn: AsyncConnection, scope: int, version: Version, user_id: int | None = None) -> None:
+    async def serve_in(self, conn: AsyncConnection, scope: Scope, version: Version,
+                       user_id: int | None = None) -> None:
         """serve(), inside the caller's transaction."""
-        await conn.execute(sa.delete(serving).where(serving.c.scope == scope, serving.c.name == version.model))
-        await conn.execute(sa.insert(serving).values(scope=scope, name=version.model, version_id=version.id,
+        if scope.kind == "dm":
+            raise ValueError("a DM has no serving choice of its own: it gets every server's default")
+        key = scope.key
+        await conn.execute(sa.delete(serving).where(serving.c.scope == key, serving.c.name == version.model))
+        await conn.execute(sa.insert(serving).values(scope=key, name=version.model, version_id=version.id,
                                                      set_by=user_id, set_at=time.time()))
 
     async def registered(self, name: str, number: int) -> bool:
@@ -275,9 +282,10 @@ class Registry:
             await asyncio.to_thread(self.discard, v.folder)
         return doomed
 
-    async def purge_guild(self, guild_id: int) -> list[Version]:
-        """Forget a server: its choices and versions. A version the owners serve to every server
-        stays, as the owners' (0)."""
+    async def purge_server(self, guild_id: int) -> int:
+        """Forget a server: its choices and versions; returns how many versions went (each is
+        also handed to on_discard). A version the owners serve to every server stays, as the
+        owners' (0)."""
         async with self.db.begin() as conn:
             await conn.execute(sa.delete(serving).where(serving.c.scope == guild_id))
             used = {r[0] for r in await conn.execute(sa.select(serving.c.version_id).where(
@@ -291,7 +299,8 @@ class Registry:
                 await conn.execute(sa.update(versions).where(versions.c.id.in_(kept)).values(guild_id=OWNERS))
         for v in doomed:
             await asyncio.to_thread(self.discard, v.folder)
-        return doomed
+            self.on_discard(v)
+        return len(doomed)
 
     def discard(self, folder: Path) -> None:
         """Remove a version folder, and anything half-written for it (charlm saves as

@@ -102,6 +102,9 @@ class Lost(CharLMError):
 class JobStore:
     """The jobs table: the queue, each job's transitions, and what bots show."""
 
+    noun = "jobs"
+    """What purge_server counts (/purge-server's answer)."""
+
     def __init__(self, db: AsyncEngine) -> None:
         self.db = db
 
@@ -167,7 +170,8 @@ class JobStore:
                                       .values(cancel_requested=True))
         return done.rowcount == 1
 
-    async def delete_guild(self, guild_id: int) -> int:
+    async def purge_server(self, guild_id: int) -> int:
+        """Delete every job of one server (stop a running one first); returns how many went."""
         async with self.db.begin() as conn:
             return (await conn.execute(sa.delete(jobs).where(jobs.c.guild_id == guild_id))).rowcount
 

@@ -45,6 +45,7 @@ from bot.finetune.process import Finished, TrainingProcess
 from bot.finetune.registry import Registry, Version
 from bot.finetune.settings import TRAIN_SHARE, FinetuneConfig
 from bot.finetune.store import Job, JobStore, Lost
+from bot.scope import Scope
 
 log = logging.getLogger(__name__)
 CheckVersion = Callable[[Version], Awaitable[None]]
@@ -226,7 +227,7 @@ class Trainer:
         job = held.job
         upload = self.settings.uploads_dir / str(job.id) / job.corpus_name
         try:
-            base = await self.registry.version(job.guild_id, job.base, job.base_version)
+            base = await self.registry.version(Scope.server(job.guild_id), job.base, job.base_version)
             if not upload.is_file():
                 raise CharLMError("its uploaded text was lost (the bot stopped while saving it)")
             held.process = await self._start_process(job, upload, base, held.staging)
@@ -412,7 +413,7 @@ class Trainer:
                     version = await self.registry.record(conn, job.guild_id, job.target, job.target_number, final,
                                                          card, job.id)
                     if served:
-                        await self.registry.serve_in(conn, job.guild_id, version, job.user_id)
+                        await self.registry.serve_in(conn, Scope.server(job.guild_id), version, job.user_id)
                 return
             except Exception as exc:
                 if not away(exc):
@@ -438,7 +439,7 @@ class Trainer:
             protect = set()
             for other in await self.store.in_state("queued", "training", "publishing"):
                 if other.base == job.target and other.base_version != "v0":
-                    model = await self.registry.model(other.guild_id, other.base)
+                    model = await self.registry.model(Scope.server(other.guild_id), other.base)
                     base = next((v for v in model.versions if v.label == other.base_version), None)
                     if base is not None and base.id is not None:
                         protect.add(base.id)
