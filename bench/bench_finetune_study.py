@@ -61,9 +61,7 @@ SETTINGS = {
         Setting("cosine-avg3-wd", replace(LONGER, learning_rate=2e-3, schedule="cosine", patience=LONGER.epochs,
                                           average_last=3, weight_decay=0.1)),
         Setting("plateau-avg3", replace(LONGER, average_last=3)),
-        Setting("cosine-lr4e-3", replace(LONGER, learning_rate=4e-3, schedule="cosine", patience=LONGER.epochs)),
-        Setting("cosine-drop0.1", replace(LONGER, learning_rate=2e-3, schedule="cosine", patience=LONGER.epochs),
-                dropout=0.1),
+        Setting("cosine-lr1e-3", replace(LONGER, schedule="cosine", patience=LONGER.epochs)),
     ]
 }
 

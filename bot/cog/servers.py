@@ -121,8 +121,8 @@ class ServersCog(commands.Cog):
         listed = ", ".join(f"{n} {noun}" for noun, n in counts)
         return f"Deleted server {guild_id}'s data: {listed}."
 
-    @app_commands.command(name="purge-server", description="The bot's owners: delete a server's models, jobs "
-                                                           "and history now")
+    @app_commands.command(name="purge-server", description="The bot's owners: delete a server's models, jobs, "
+                                                           "history and settings now")
     @app_commands.describe(server="The server's id")
     async def purge_server(self, interaction: discord.Interaction, server: str) -> None:
         if not await is_owner(interaction, self.context.config):
