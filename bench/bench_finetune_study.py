@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from charlm.train_config import TrainConfig  # noqa: E402
+from charlm.train_config import FINETUNE, FINETUNE_DROPOUT, TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA = ROOT.parent / "shared" / "corpora" / "pretrain-extra"
@@ -40,7 +40,7 @@ BUDGET = 1.5  # times today's training steps
 
 @dataclass(frozen=True)
 class Setting:
-    """One way to fine-tune: the training config and the dropout it runs with (None: the base's)."""
+    """One way to fine-tune: the training config and the dropout it runs with (None: the base's own)."""
 
     name: str
     config: TrainConfig
@@ -62,6 +62,8 @@ SETTINGS = {
                                           average_last=3, weight_decay=0.1)),
         Setting("plateau-avg3", replace(LONGER, average_last=3)),
         Setting("cosine-lr1e-3", replace(LONGER, schedule="cosine", patience=LONGER.epochs)),
+        Setting("longer-drop0.1", LONGER, dropout=0.1),
+        Setting("default", FINETUNE, dropout=FINETUNE_DROPOUT),  # what charlm finetune and /finetune use now
     ]
 }
 
@@ -72,15 +74,30 @@ def run(setting: Setting, text: Path, base: Path, out: Path) -> dict:
     from charlm.jobs import finetune
 
     keras.backend.clear_session()
+    dropout = setting.dropout
+    if dropout is None:  # the base's own rate, as fine-tunes ran before FINETUNE_DROPOUT
+        dropout = json.loads((base / "card.json").read_text("utf-8"))["layers"]["dropout"] or None
     cpu, wall = time.process_time(), time.monotonic()
-    outcome = finetune(text, base, out, setting.config, dropout=setting.dropout)
+    outcome = finetune(text, base, out, setting.config, dropout=dropout)
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     training = outcome.card["training"]
     return {"setting": setting.name, "text": text.name, "chars": outcome.card["corpus"]["chars"],
             "base_bits": outcome.base_heldout.bits_per_char, "bits": outcome.heldout.bits_per_char,
             "epochs_run": training["epochs_run"], "best_epoch": training["best_epoch"],
             "averaged": training["averaged_epochs"], "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
-            "config": asdict(setting.config), "dropout": setting.dropout}
+            "config": asdict(setting.config), "dropout": outcome.card["layers"]["dropout"]}
+
+
+def cut(text: Path, chars: int, out: Path) -> Path:
+    """The first `chars` characters of the cleaned text, as an upload of that size."""
+    from charlm.corpus import load_corpus
+
+    cleaned = load_corpus(text).text
+    if len(cleaned) < chars:
+        sys.exit(f"{text.name} has {len(cleaned):,} characters after cleaning, fewer than {chars:,}")
+    upload = out / f"{text.stem}-{chars // 1000}k.txt"
+    upload.write_text(cleaned[:chars])
+    return upload
 
 
 def main() -> None:
@@ -89,6 +106,8 @@ def main() -> None:
     parser.add_argument("--texts", type=Path, nargs="+", default=TEXTS)
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "study", help="model folders and results.jsonl")
+    parser.add_argument("--upload-chars", type=int, default=0,
+                        help="cut each text to its first N characters after cleaning (e.g. 100000: the time budget's upload)")
     a = parser.parse_args()
     missing = [t for t in a.texts if not t.is_file()]
     if missing:
@@ -98,6 +117,8 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown setting {unknown[0]!r}; known: {', '.join(SETTINGS)}")
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.upload_chars:
+        a.texts = [cut(text, a.upload_chars, a.out) for text in a.texts]
     results = []
     for text in a.texts:
         for name in names:

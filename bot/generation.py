@@ -207,8 +207,10 @@ class Generator:
             record.outcome, record.error = "error", f"{exc.__class__.__name__}: {exc}"
             raise  # the caller's error handler logs it with context and apologises
         finally:
-            self.in_flight.discard(task)
-            await write()
+            try:
+                await write()
+            finally:  # after the row: shutdown (drain) waits for replies whose row is still being written
+                self.in_flight.discard(task)
         return record
 
     def _count(self, record: Request, first_text_s: float | None) -> None:

@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="continue training a saved model on a new text, keeping its characters")
     p.add_argument("corpus", type=Path, help="UTF-8 text file (or folder of them) to learn from, mapped onto the model's characters")
     p.add_argument("--model", required=True, type=Path, help="model folder to start from")
-    p.add_argument("--dropout", type=float, default=FINETUNE_DROPOUT,
-                   help="dropout rate while fine-tuning (default: " + ("the base's" if FINETUNE_DROPOUT is None else f"{FINETUNE_DROPOUT}") + ")")
+    p.add_argument("--dropout", type=float, default=None,
+                   help=f"dropout rate while fine-tuning (default {FINETUNE_DROPOUT}, where the base has dropout layers)")
     _add_training_flags(p, finetuning=True)
     p.set_defaults(func=cmd_finetune)
 

@@ -23,6 +23,7 @@ from charlm.padding import PadChoice, choose_pad
 from charlm.storage import SavedModel, load_model_folder, save_model_folder
 from charlm.split import DEFAULT_HOLDOUT, check_trainable, split_encode
 from charlm.train import CancelSignal, TrainConfig, TrainProgress, TrainResult, compile_model, train
+from charlm.train_config import FINETUNE_DROPOUT
 from charlm.vocab import Vocabulary
 
 
@@ -139,7 +140,7 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
 
     The new corpus is cleaned the way the base's was and mapped onto the base's
     characters; what cannot be mapped is dropped and counted in the card. `dropout`
-    replaces the base's dropout rate (None keeps it).
+    replaces the base's dropout rate (None: FINETUNE_DROPOUT, where the base has dropout layers).
     """
     config = config or TrainConfig()
     saved = base if isinstance(base, SavedModel) else load_model_folder(base)
@@ -149,6 +150,8 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     train_ids, val_ids, dropped = ids.train, ids.heldout, ids.dropped
     base_heldout = heldout_eval(saved.model, train_ids, val_ids)
     spec = ModelSpec(**saved.card["layers"])
+    if dropout is None and spec.dropout:  # the fine-tune default, where there are dropout layers to set
+        dropout = FINETUNE_DROPOUT
     if dropout is not None:
         if not 0.0 <= dropout < 1.0:
             raise CharLMError(f"dropout must be in [0, 1), got {dropout}")

@@ -234,3 +234,24 @@ def test_charlm_finetune_and_the_bots_jobs_share_the_fine_tune_defaults(tmp_path
         "default_epochs", "learning_rate", "patience", "schedule", "average_last", "batch_size")} == {
         "default_epochs": FINETUNE.epochs, "learning_rate": FINETUNE.learning_rate, "patience": FINETUNE.patience,
         "schedule": FINETUNE.schedule, "average_last": FINETUNE.average_last, "batch_size": FINETUNE.batch_size}
+
+
+def test_a_fine_tune_runs_at_the_default_dropout_where_the_base_has_dropout_layers(text_file, tmp_path):
+    from charlm.train_config import FINETUNE_DROPOUT
+
+    base = tmp_path / "base"
+    train_new(text_file, base, "tiny", TrainConfig(epochs=1, batch_size=32))
+    card = json.loads((base / "card.json").read_text())
+    card["layers"]["dropout"] = 0.3  # a base with dropout layers: rebuild it so
+    saved = load_model_folder(base)
+    spec = ModelSpec(**card["layers"])
+    model = build_model(len(saved.vocab), spec)
+    model.set_weights(saved.model.get_weights())
+    save_model_folder(model, saved.vocab, card, tmp_path / "dropped")
+    tuned = finetune(text_file, tmp_path / "dropped", tmp_path / "tuned", TrainConfig(epochs=1, batch_size=32))
+    assert tuned.card["layers"]["dropout"] == FINETUNE_DROPOUT
+    # a base without dropout layers keeps none; asking for a rate it cannot take is one line
+    plain = finetune(text_file, base, tmp_path / "plain", TrainConfig(epochs=1, batch_size=32))
+    assert plain.card["layers"]["dropout"] == 0.0
+    with pytest.raises(CharLMError, match="no dropout layers"):
+        finetune(text_file, base, tmp_path / "asked", TrainConfig(epochs=1, batch_size=32), dropout=0.2)
