@@ -16,9 +16,10 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import discord
+from discord import app_commands
 
 from charlm import WINDOW
 from charlm.engine import EngineBusy, EngineTimeout, OwnerBusy
@@ -30,6 +31,7 @@ from bot.context import BotContext, Cooldowns, Serving, outcome_of
 from bot.history import Request
 from bot.outfilter import OutputFilter
 from bot.replies import final_reply, progress_reply, waiting_reply, window_notes
+from bot.respond import tell
 from bot.scope import Scope
 from bot.server_settings import ServerSettings, SettingsStore
 
@@ -76,6 +78,13 @@ class Ask:
     def scope(self) -> Scope:
         """Where it was asked: the server, or the user's DMs."""
         return Scope.of(self.guild_id, self.user_id)
+
+    @classmethod
+    def of(cls, interaction: discord.Interaction, command: str, model: str, prompt: str, **options: Any) -> Ask:
+        """An ask made through an interaction (a slash or message command, a button, a picker)."""
+        return cls(user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+                   parent_id=getattr(interaction.channel, "parent_id", None), command=command, model=model,
+                   prompt=prompt, **options)
 
 
 class Surface(Protocol):
@@ -166,6 +175,16 @@ class Generator:
         self.in_flight: set[asyncio.Task] = set()
         self.view_for: ViewFor | None = None
         """Set by the buttons: the Reroll/Continue view of a finished reply (by its history row)."""
+
+    async def admit(self, interaction: discord.Interaction) -> bool:
+        """Count one use against the asker's cooldown, for presses and pickers (slash commands
+        count theirs in the cog's interaction_check); False, with the asker told, when over it."""
+        try:
+            self.cooldowns.check(interaction.user.id)
+        except app_commands.CommandOnCooldown as exc:
+            await tell(interaction, f"Slow down a little: try again in {exc.retry_after:.0f} s.")
+            return False
+        return True
 
     def masker(self, settings: ServerSettings) -> Callable[[str], str]:
         """The filter as a server configured it (identity when the server turned it off)."""

@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 import discord
-from discord import app_commands
 
 from charlm import WINDOW
 
@@ -102,16 +101,11 @@ class ReplyButtons:
             await tell(interaction, f"Only <@{row.user_id}>, who asked for this reply, can reroll it; "
                                     "➕ Continue is open to everyone.")
             return
-        try:
-            self.generator.cooldowns.check(interaction.user.id)
-        except app_commands.CommandOnCooldown as exc:
-            await tell(interaction, f"Slow down a little: try again in {exc.retry_after:.0f} s.")
+        if not await self.generator.admit(interaction):
             return
         sampling = row.sampling or {}
-        channel = interaction.channel
-        ask = Ask(user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id,
-                  parent_id=getattr(channel, "parent_id", None), command="reroll" if reroll else "continue",
-                  model=row.model, prompt=row.prompt if reroll else continuation_prompt(row),
-                  length=sampling.get("length"), temperature=sampling.get("temperature"),
-                  version=f"{row.model} {row.model_version}" if reroll else None)
+        ask = Ask.of(interaction, "reroll" if reroll else "continue", row.model,
+                     row.prompt if reroll else continuation_prompt(row), length=sampling.get("length"),
+                     temperature=sampling.get("temperature"),
+                     version=f"{row.model} {row.model_version}" if reroll else None)
         await self.generator.run(InteractionSurface(interaction, update=reroll), ask)

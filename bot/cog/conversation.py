@@ -162,14 +162,9 @@ class ConversationCog(commands.Cog):
         if not text.strip():
             await tell(interaction, "That message has no text to continue.")
             return
-        try:
-            self.generator.cooldowns.check(interaction.user.id)
-        except app_commands.CommandOnCooldown as exc:
-            await tell(interaction, f"Slow down a little: try again in {exc.retry_after:.0f} s.")
+        if not await self.generator.admit(interaction):
             return
-        ask = Ask(user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id,
-                  parent_id=getattr(interaction.channel, "parent_id", None), command="continue-as", model=model,
-                  prompt=text)
+        ask = Ask.of(interaction, "continue-as", model, text)
         await self.generator.run(InteractionSurface(interaction), ask)
 
     async def menu_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

@@ -85,11 +85,8 @@ class GenerationCog(commands.Cog):
     async def continue_text(self, interaction: discord.Interaction, model: str, text: str | None,
                             length: int | None, temperature: float | None, seed: int | None = None) -> None:
         """Answer one command through the shared path (bot.generation) and record it."""
-        channel = interaction.channel
         command = interaction.command.name if interaction.command else model  # /generate: "generate"
-        ask = Ask(user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id,
-                  parent_id=getattr(channel, "parent_id", None), command=command, model=model, prompt=text or "",
-                  length=length, temperature=temperature, seed=seed)
+        ask = Ask.of(interaction, command, model, text or "", length=length, temperature=temperature, seed=seed)
         await self.generator.run(InteractionSurface(interaction), ask)
 
     async def cog_app_command_error(self, interaction: discord.Interaction,
