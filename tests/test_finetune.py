@@ -22,6 +22,7 @@ from bot.config import Config, load_config
 from bot.db.engine import head
 from bot.runner import CharLMBot
 from bot.scope import Scope
+from charlm.train_config import FINETUNE
 from tests.discord_double import DiscordDouble, LogGuard, InteractionHandle, running_bot, running_double
 
 REPLY_EDIT = "PATCH /webhooks/{app}/{token}/messages/@original"
@@ -179,6 +180,11 @@ def test_admin_fine_tunes_a_new_model_that_generate_serves(tmp_path: Path, tiny_
     assert (row["state"], row["served"], row["user_id"], row["target"], row["corpus_name"]) == (
         "succeeded", 1, 930000000000000001, "rhymes", "rhymes.txt")
     assert row["heldout_bpc"] < row["base_heldout_bpc"] and json.loads(row["settings"])["epochs"] == 2
+    # the job trained as asked and configured, and otherwise at charlm finetune's defaults
+    trained = json.loads((models / g / "rhymes" / "v1" / "card.json").read_text())["training"]["config"]
+    assert (trained["epochs"], trained["batch_size"], trained["learning_rate"]) == (2, 16, 0.003)
+    assert (trained["schedule"], trained["average_last"], trained["patience"]) == (
+        FINETUNE.schedule, FINETUNE.average_last, FINETUNE.patience)
     assert not (config.bot.data_dir / "finetune-uploads").exists() or not tree(config.bot.data_dir / "finetune-uploads")
 
 
