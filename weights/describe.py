@@ -88,6 +88,17 @@ def int8_row(name: str) -> str:
             f"in {agree} of 20 |")
 
 
+def names_row(card: dict) -> list[str]:
+    """Foreign names per 10,000 generated characters (`charlm names --write`), when measured."""
+    f = card.get("foreign_names")
+    if not f:
+        return []
+    found = ", ".join(f"{w} {n}" if n > 1 else w for w, n in sorted(f["found"].items(), key=lambda kv: -kv[1]))
+    return [f"| foreign names (`charlm names`) | {f['per_10k_chars']:g} per 10,000 characters over {f['chars']:,} "
+            f"({found or 'none'}): names the {' + '.join(f['library'])} books capitalise that {f['corpus']} never "
+            "writes |"]
+
+
 def section(name: str, prompts: list[str]) -> str:
     card = json.loads((HERE / name / "card.json").read_text("utf-8"))
     t = card["training"]
@@ -106,6 +117,7 @@ def section(name: str, prompts: list[str]) -> str:
         pad_row(card),
         int8_row(name),
         f"| 40-char strings of output found verbatim in training text | {card['recitation']['verbatim_40char_share']:.1%} |",
+        *names_row(card),
         f"| corpus sha256 | `{card['corpus']['sha256']}` |",
         "",
     ]

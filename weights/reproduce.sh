@@ -48,7 +48,14 @@ $py -m charlm finetune "$corpora/seuss.txt" --model weights/alice \
     --lr 1e-3 --epochs 40 --patience 4 --max-minutes 12 --out weights/seuss
 
 # 6. weights/README.md: figures from the cards and fresh samples, next to the replaced
-#    models' (weights/previous.json, written once with --previous-from runs/previous).
+#    models' (weights/previous.json, written once with --previous-from runs/previous); first
+#    each style's foreign names (names the library's books use that its own corpus never
+#    writes, per 10,000 characters of 40 samples), saved in its card; and the fine-tune
+#    study's table from weights/finetune-study.jsonl (python -m bench.bench_finetune_study).
+for m in alice seuss; do
+    $py -m charlm names "$corpora/$m.txt" --model weights/$m --library "$corpora/pretrain" \
+        --library "$corpora/pretrain-extra" --length 1000 --write
+done
 $py weights/describe.py
 
 # 7 (in progress, not shipped yet). A wider base for the whole library (pretrain and
