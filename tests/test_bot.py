@@ -414,6 +414,39 @@ def test_forget_asks_then_deletes_only_that_user(tiny_config: Config) -> None:
     assert [r["user_id"] for r in history_rows(tiny_config)] == [ALICE_ID]
 
 
+def test_a_shutdown_waits_for_a_history_row_still_being_written(tmp_path: Path, tiny_model: Path) -> None:
+    """A refused request's row is written after its answer; while another writer holds the
+    database, that write waits. A shutdown right then must wait for it too, not drop it."""
+    import threading
+
+    config = write_config(tmp_path, tiny_model, tiny_model, generation={"default_length": 50, "max_length": 100},
+                          limits={"shutdown_grace": 20})
+    path = config.bot.data_dir / "charbot.sqlite3"
+    released = threading.Event()
+
+    def hold_the_database(locked: threading.Event) -> None:
+        with sqlite3.connect(path, timeout=30) as db:
+            db.execute("BEGIN IMMEDIATE")  # the one writer, until released
+            locked.set()
+            released.wait(30)
+            db.rollback()
+        db.close()
+
+    async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
+        locked = threading.Event()
+        holder = threading.Thread(target=hold_the_database, args=(locked,), daemon=True)
+        holder.start()
+        await asyncio.to_thread(locked.wait, 10)
+        reply = await ask(double, "alice", {"length": 500}, user="bob")
+        assert reply.ephemeral and reply.content == "This server allows at most 100 characters per reply."
+        threading.Timer(1.5, released.set).start()  # while the bot is shutting down
+
+    run(config, scenario)
+    assert released.is_set()  # the shutdown outlasted the lock: it waited for the row
+    assert [(r["outcome"], r["error"]) for r in history_rows(config)] == [
+        ("error", "This server allows at most 100 characters per reply.")]
+
+
 def test_a_failed_history_write_loses_no_reply_and_is_logged(tiny_config: Config, caplog) -> None:
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
         async with bot.charlm.db.begin() as conn:
