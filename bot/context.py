@@ -26,7 +26,7 @@ from bot.config import Config
 from bot.db.engine import open_database
 from bot.db.legacy_history import import_history
 from bot.finetune.pool import LoadedVersions, LoadQueueFull
-from bot.finetune.registry import Registry
+from bot.finetune.registry import Registry, no_such_model
 from bot.finetune.settings import finetune_config
 from bot.history import HistoryStore, Request
 from bot.metrics import Metrics
@@ -166,7 +166,7 @@ class BotContext:
         """What answers `name` in a server or a DM, loaded and ready."""
         version = await self.registry.served(scope, name)
         if version is None:
-            raise CharLMError(f"There is no model called {name!r} here; /models lists them.")
+            raise no_such_model(name)
         try:
             key = await self.pool.ensure(version, scope)  # loading counts against the asker's share
         except LoadQueueFull:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -33,36 +34,39 @@ class ServerData(Protocol):
         """Delete everything it holds of one server; returns how many rows (or versions) went."""
 
 
+@dataclass(frozen=True)
+class Member:
+    """One store and the hooks its extension added with it."""
+
+    store: ServerData
+    before_purge: BeforePurge | None = None
+    on_return: OnReturn | None = None
+
+
 class ServerStores:
     """The stores, in purge order, and the hooks that run before a purge."""
 
     def __init__(self, stores: list[ServerData]) -> None:
-        self.stores = list(stores)
-        self.before_purge: list[BeforePurge] = []
-        self.on_return: list[OnReturn] = []
+        self.members = [Member(store) for store in stores]
+
+    @property
+    def stores(self) -> list[ServerData]:
+        return [m.store for m in self.members]
 
     def add(self, store: ServerData, before_purge: BeforePurge | None = None,
             on_return: OnReturn | None = None) -> None:
         """An extension's store (purged after those already listed) and its hooks."""
-        self.stores.append(store)
-        if before_purge is not None:
-            self.before_purge.append(before_purge)
-        if on_return is not None:
-            self.on_return.append(on_return)
+        self.members.append(Member(store, before_purge, on_return))
 
-    def remove(self, store: ServerData, before_purge: BeforePurge | None = None,
-               on_return: OnReturn | None = None) -> None:
-        """The extension was unloaded: its store and hooks go with it."""
-        self.stores.remove(store)
-        if before_purge is not None:
-            self.before_purge.remove(before_purge)
-        if on_return is not None:
-            self.on_return.remove(on_return)
+    def remove(self, store: ServerData) -> None:
+        """The extension was unloaded: its store and hooks go with it (nothing if never added)."""
+        self.members = [m for m in self.members if m.store is not store]
 
     def returned(self, guild_id: int) -> None:
         """A departed server added the bot back: its data stays."""
-        for hook in self.on_return:
-            hook(guild_id)
+        for m in self.members:
+            if m.on_return is not None:
+                m.on_return(guild_id)
 
     async def guild_ids(self) -> set[int]:
         """Every server any store holds data of."""
@@ -77,8 +81,9 @@ class ServerStores:
         The first failure is raised and the rest is left: the caller keeps the server's
         departure, so the next pass runs the whole purge again (each step is idempotent).
         """
-        for hook in self.before_purge:
-            await hook(guild_id)
+        for m in self.members:
+            if m.before_purge is not None:
+                await m.before_purge(guild_id)
         counts = [(store.noun, await store.purge_server(guild_id)) for store in self.stores]
         log.info("purged guild %s: %s", guild_id, ", ".join(f"{n} {noun}" for noun, n in counts))
         return counts

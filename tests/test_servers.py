@@ -22,6 +22,7 @@ from discord.ext import commands
 from bot.config import Config
 from bot.runner import CharLMBot
 from bot.scope import Scope
+from bot.server_data import Member
 from charlm.storage import read_card
 from tests.discord_double import (
     ChannelSpec, DiscordDouble, GuildSpec, InteractionHandle, LogGuard, NotOffered, UserSpec, World, running_bot,
@@ -386,7 +387,7 @@ def test_a_bot_with_only_the_cog_forgets_departed_servers_and_retries_a_failed_p
                 servers = bot.get_cog("ServersCog")
                 await departed(bot, {A, B})
                 fault = FailsOnce(A)
-                bot.charlm.servers.stores.insert(1, fault)  # after the registry, before the history
+                bot.charlm.servers.members.insert(1, Member(fault))  # after the registry, before the history
                 await servers.purge_departed()  # not yet: retention_days have not passed
                 assert guild_rows(config)["requests"] == [A, B, C]
                 for guild in (A, B):

@@ -11,6 +11,7 @@ from discord.ext import commands
 from charlm.errors import CharLMError
 
 from bot.config import LENGTH_LIMIT, TEMPERATURE_LIMIT
+from bot.finetune.registry import no_such_model
 from bot.generation import MAX_SEED, Ask, Generator
 from bot.respond import answer_error
 from bot.scope import scope_of
@@ -73,7 +74,7 @@ class GenerationCog(commands.Cog):
         if name in BUILTIN:
             raise CharLMError(f"Use /{name} for that model.")
         if await self.context.registry.served(scope_of(interaction), name) is None:
-            raise CharLMError(f"There is no model called {model!r} here; /models lists them.")
+            raise no_such_model(model)
         await self.continue_text(interaction, name, text, length, temperature, seed)
 
     @generate.autocomplete("model")

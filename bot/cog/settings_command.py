@@ -13,6 +13,7 @@ from charlm.errors import CharLMError
 
 from bot.cog.generate import Length, Temperature
 from bot.context import BotContext, may_manage
+from bot.finetune.registry import no_such_model
 from bot.respond import NO_MENTIONS, answer_error, tell
 from bot.scope import scope_of
 from bot.server_settings import MAX_CHANNELS, ServerSettings, SettingsStore, parse_words
@@ -82,7 +83,7 @@ class SettingsCog(commands.Cog):
         if model is not None:
             name = model.strip().lower()
             if name not in await self.context.model_names(scope_of(interaction)):
-                raise CharLMError(f"There is no model called {model[:40]!r} here; /models lists them.")
+                raise no_such_model(model[:40])
             changes["model"] = name
         if temperature is not None:
             if temperature > g.max_temperature:

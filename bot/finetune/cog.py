@@ -142,8 +142,7 @@ class FinetuneCog(commands.Cog):
             self.trainer_task = loop.create_task(self.trainer.run(), name="finetune-trainer")
 
     async def cog_unload(self) -> None:
-        if self.store in self.context.servers.stores:
-            self.context.servers.remove(self.store, before_purge=self.desk.cancel, on_return=self._returned)
+        self.context.servers.remove(self.store)
         ready = self._ready_task
         if ready is not None and not ready.done() and ready is not asyncio.current_task():
             ready.cancel()

@@ -102,6 +102,11 @@ def check_name(name: str) -> str:
     return name
 
 
+def no_such_model(name: str) -> CharLMError:
+    """The one answer to a model name a server cannot use."""
+    return CharLMError(f"There is no model called {name!r} here; /models lists them.")
+
+
 class Registry:
     """Versions and serving choices in the database, model folders on disk."""
 
@@ -192,7 +197,7 @@ class Registry:
         shipped = await self.shipped(name)
         listed = sorted(([shipped] if shipped else []) + found, key=lambda v: v.number)
         if not listed:
-            raise CharLMError(f"There is no model called {name!r} here; /models lists them.")
+            raise no_such_model(name)
         return Model(name, listed, served, default)
 
     async def models(self, viewer: Scope) -> list[Model]:
