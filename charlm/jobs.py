@@ -59,6 +59,17 @@ def heldout_eval(model: keras.Model, train_ids: np.ndarray, val_ids: np.ndarray)
     return evaluate(model, val_ids, context=train_ids[-1024:])
 
 
+def known_heldout(saved: SavedModel, corpus: Corpus, holdout: float, val_ids: np.ndarray) -> Evaluation | None:
+    """The base's held-out figure from its own card, when that card scored this very text
+    (same corpus digest and cleaned length, same held-out fraction and length): a sitting
+    that continues a base on its own library skips re-reading millions of characters."""
+    card = saved.card
+    seen, scored = card.get("corpus", {}), card.get("heldout", {})
+    same = (seen.get("sha256") == corpus.sha256 and seen.get("chars") == len(corpus.text)
+            and seen.get("holdout_fraction") == holdout and scored.get("chars") == len(val_ids))
+    return Evaluation(scored["nats_per_char"], len(val_ids)) if same and "nats_per_char" in scored else None
+
+
 def _card(name: str, spec: ModelSpec, preset_name: str, model: keras.Model, vocab: Vocabulary,
           corpus: Corpus, holdout: float, dropped: int, config: TrainConfig, result: TrainResult,
           heldout: Evaluation, seconds: float, base: dict | None, padding: PadChoice,
@@ -148,7 +159,7 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     ids = split_encode(corpus, saved.vocab, holdout)
     check_trainable(corpus.name, ids, config.seq_len)  # the bot's upload check runs the same
     train_ids, val_ids, dropped = ids.train, ids.heldout, ids.dropped
-    base_heldout = heldout_eval(saved.model, train_ids, val_ids)
+    base_heldout = known_heldout(saved, corpus, holdout, val_ids) or heldout_eval(saved.model, train_ids, val_ids)
     spec = ModelSpec(**saved.card["layers"])
     if dropout is None and spec.dropout:  # the fine-tune default, where there are dropout layers to set
         dropout = FINETUNE_DROPOUT

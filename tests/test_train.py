@@ -107,6 +107,26 @@ def test_finetune_keeps_the_vocabulary(tiny_model, tmp_path):
         outcome.base_heldout.bits_per_char, abs=1e-3)
 
 
+def test_a_base_is_not_rescored_on_the_held_out_text_its_own_card_scored(tiny_model, text_file, tmp_path,
+                                                                           monkeypatch):
+    import charlm.jobs
+
+    scored = []
+    real = charlm.jobs.heldout_eval
+    monkeypatch.setattr(charlm.jobs, "heldout_eval", lambda model, *ids: scored.append(model) or real(model, *ids))
+    base = load_model_folder(tiny_model)
+    again = finetune(text_file, tiny_model, tmp_path / "again", TrainConfig(epochs=1, batch_size=16))
+    assert len(scored) == 1  # only the tuned model: the base's figure is its card's
+    assert again.base_heldout.nats_per_char == base.card["heldout"]["nats_per_char"]
+    assert again.base_heldout.chars == base.card["heldout"]["chars"]
+
+    other = tmp_path / "other.txt"  # another text, or the same text with another split, is scored
+    other.write_text(make_text(8_000, seed=7), "utf-8")
+    finetune(other, tiny_model, tmp_path / "other", TrainConfig(epochs=1, batch_size=16))
+    finetune(text_file, tiny_model, tmp_path / "split", TrainConfig(epochs=1, batch_size=16), holdout=0.2)
+    assert len(scored) == 5
+
+
 def test_uniform_model_scores_log2_vocab_bits():
     model = build_model(8, PRESETS["tiny"])
     dense = model.get_layer("logits")
