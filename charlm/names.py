@@ -23,7 +23,17 @@ from charlm.sampling import Sampling
 
 _WORD = re.compile(r"[A-Za-z]+")
 _SENTENCE_START = set(".!?\"':;\n([")
-NOT_NAMES = frozenset({"i"})  # a capital by rule, not because it names someone
+NOT_NAMES = frozenset({
+    "i",
+    "mr", "mrs", "ms", "dr", "st",
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+    "november", "december",
+    "english", "french", "german", "dutch", "spanish", "italian", "latin", "greek", "scotch", "irish",
+    "welsh", "swedish", "norwegian", "danish", "russian", "chinese", "japanese", "american", "european",
+})
+"""Words capitalised by rule (the pronoun, titles, days, months, languages and peoples), not
+because they name someone or somewhere in a book: a style may use them without borrowing."""
 
 
 def words(text: str) -> list[str]:

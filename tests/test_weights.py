@@ -49,14 +49,20 @@ def test_storybook_is_the_children_library_base():
     assert sum(f.stat().st_size for f in shipped("storybook").iterdir()) <= 25 * 1024 * 1024
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_eval_on_a_slice_of_the_heldout_text(name, corpora):
+@pytest.mark.parametrize("name", [*SHIPPED, "storybook"])
+def test_eval_on_a_slice_of_the_heldout_text_in_both_precisions(name, corpora):
+    """Each shipped folder loads and scores in both precisions, and int8 stays within a
+    hundredth of a bit of fp32 (storybook, whose library is two folders, on Alice)."""
     folder = shipped(name)
-    out = subprocess.run([sys.executable, "-m", "charlm", "eval", str(corpora / SHIPPED[name]), "--model", str(folder),
-                          "--heldout-only", "--max-chars", "2000"], capture_output=True, text=True, timeout=300, cwd=WEIGHTS.parent)
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
-    assert 1900 <= result["chars"] <= 1999 and 0.5 < result["bits_per_char"] < 4.0
+    scored = {}
+    for precision in ("fp32", "int8"):
+        out = subprocess.run([sys.executable, "-m", "charlm", "eval", str(corpora / SHIPPED.get(name, "alice.txt")),
+                              "--model", str(folder), "--heldout-only", "--max-chars", "2000", "--precision", precision],
+                             capture_output=True, text=True, timeout=300, cwd=WEIGHTS.parent)
+        assert out.returncode == 0, out.stderr
+        scored[precision] = json.loads(out.stdout)
+        assert 1900 <= scored[precision]["chars"] <= 1999 and 0.5 < scored[precision]["bits_per_char"] < 4.0
+    assert scored["int8"]["bits_per_char"] == pytest.approx(scored["fp32"]["bits_per_char"], abs=0.01)
 
 
 @pytest.mark.parametrize("name", [*SHIPPED, "storybook"])
