@@ -159,7 +159,7 @@ def cmd_names(a: argparse.Namespace) -> None:
     library = library_names(load_corpus(folder, lowercase=False).text for folder in a.library)
     foreign = foreign_names(library, corpus.text)
     heldout = gen.vocab.decode(gen.vocab.encode(corpus.split(a.holdout)[1]).ids)
-    rate = foreign_name_rate(gen, foreign, heldout_prompts(heldout), length=a.length)
+    rate = foreign_name_rate(gen, foreign, heldout_prompts(heldout, a.prompts), length=a.length)
     entry = {**rate.to_json(), "library": [Path(folder).name for folder in a.library], "corpus": corpus.name}
     if a.write:
         set_card_entry(a.model, "foreign_names", entry)
@@ -245,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--library", required=True, type=Path, action="append",
                    help="a folder of books (read with case kept) whose names are looked for; repeatable")
     p.add_argument("--holdout", type=float, default=0.1, help="held-out fraction, as in training (default 0.1)")
-    p.add_argument("--length", type=int, default=400, help="characters per sample (default 400; 20 prompts at T 0.5 and 0.8)")
+    p.add_argument("--length", type=int, default=400, help="characters per sample (default 400)")
+    p.add_argument("--prompts", type=int, default=20,
+                   help="evenly spaced held-out windows, each sampled at T 0.5 and 0.8 (default 20; more for a finer figure)")
     p.add_argument("--write", action="store_true", help="save the figure in the folder's card as \"foreign_names\"")
     p.set_defaults(func=cmd_names)
     return parser

@@ -218,7 +218,7 @@ def test_non_admins_and_bad_uploads_are_refused_with_their_reason(tmp_path: Path
         unknown = await double.send_command("finetune start", {"corpus": double.add_attachment("c.txt", rhymes(9000)),
                                                                "base": "tolkien"}, user="alice")
         await unknown.wait_final()
-        assert "There is no model called 'tolkien' here; /models lists them." in said(unknown)
+        assert "There is no model called 'tolkien' here; /generate's model option lists them." in said(unknown)
 
     run(config, scenario)
     assert jobs(config) == [] and tree(config.bot.data_dir / "models") == []

@@ -83,7 +83,7 @@ def test_rate_counts_the_words_the_model_samples(tiny_model) -> None:
     assert foreign_name_rate(gen, set(), prompts, length=50).per_10k_chars == 0.0
 
 
-def test_cli_names_writes_the_card(tiny_model, text_file, tmp_path) -> None:
+def test_cli_names_writes_the_card(tiny_model, text_file, tmp_path, capsys) -> None:
     library = tmp_path / "library"
     library.mkdir()
     (library / "oz.txt").write_text(OZ * 3, "utf-8")
@@ -92,6 +92,11 @@ def test_cli_names_writes_the_card(tiny_model, text_file, tmp_path) -> None:
     entry = read_card(tiny_model)["foreign_names"]
     assert entry["samples"] == 40 and entry["chars"] == 40 * 60 and entry["library"] == ["library"]
     assert entry["per_10k_chars"] >= 0 and entry["foreign_names_known"] >= 4
+    assert main(["names", str(text_file), "--model", str(tiny_model), "--library", str(library),
+                 "--length", "60", "--prompts", "5"]) == 0
+    assert read_card(tiny_model)["foreign_names"] == entry  # not written without --write
+    finer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert finer["samples"] == 10 and finer["chars"] == 10 * 60 and finer["written"] is False
 
 
 def test_widen_keeps_the_function(tmp_path) -> None:

@@ -104,7 +104,7 @@ def check_name(name: str) -> str:
 
 def no_such_model(name: str) -> CharLMError:
     """The one answer to a model name a server cannot use."""
-    return CharLMError(f"There is no model called {name!r} here; /models lists them.")
+    return CharLMError(f"There is no model called {name!r} here; /generate's model option lists them.")
 
 
 class Registry:
