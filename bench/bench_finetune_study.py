@@ -2,6 +2,7 @@
 
     python -m bench.bench_finetune_study [--base weights/alice] [--texts A.txt B.txt ...]
                                          [--settings today,longer,...] [--out runs/study]
+                                         [--upload-chars 100000] [--today-base OLD_MODEL]
 
 Each setting fine-tunes the same base on each text (mapped onto the base's characters,
 the last 10% held out, as `charlm finetune` and /finetune do) and is scored on that
@@ -81,7 +82,8 @@ def run(setting: Setting, text: Path, base: Path, out: Path) -> dict:
     outcome = finetune(text, base, out, setting.config, dropout=dropout)
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     training = outcome.card["training"]
-    return {"setting": setting.name, "text": text.name, "chars": outcome.card["corpus"]["chars"],
+    return {"setting": setting.name, "base": f"{base.parent.name}/{base.name}", "text": text.name,
+            "chars": outcome.card["corpus"]["chars"],
             "base_bits": outcome.base_heldout.bits_per_char, "bits": outcome.heldout.bits_per_char,
             "epochs_run": training["epochs_run"], "best_epoch": training["best_epoch"],
             "averaged": training["averaged_epochs"], "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
@@ -106,6 +108,9 @@ def main() -> None:
     parser.add_argument("--texts", type=Path, nargs="+", default=TEXTS)
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "study", help="model folders and results.jsonl")
+    parser.add_argument("--today-base", type=Path, default=None,
+                        help="the model \"today\" fine-tunes (default: --base): the shipped model a new base replaces, "
+                             "for the time budget of the new base at the new defaults against the old at the old")
     parser.add_argument("--upload-chars", type=int, default=0,
                         help="cut each text to its first N characters after cleaning (e.g. 100000: the time budget's upload)")
     a = parser.parse_args()
@@ -122,11 +127,12 @@ def main() -> None:
     results = []
     for text in a.texts:
         for name in names:
-            row = run(SETTINGS[name], text, a.base, a.out / f"{text.stem}-{name}")
+            base = a.today_base if name == "today" and a.today_base else a.base
+            row = run(SETTINGS[name], text, base, a.out / f"{text.stem}-{name}")
             results.append(row)
             with open(a.out / "results.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{text.name[:40]:40} {row['chars']:>8,} {name:22} base {row['base_bits']:.4f} -> "
+            print(f"{text.name[:40]:40} {row['chars']:>8,} {name:22} {row['base']} {row['base_bits']:.4f} -> "
                   f"{row['bits']:.4f} bits/char  epochs {row['epochs_run']} (best {row['best_epoch']}"
                   f"{', averaged ' + str(row['averaged']) if row['averaged'] else ''})  "
                   f"{row['cpu_s']:.0f} CPU s, {row['wall_s']:.0f} s", flush=True)

@@ -88,6 +88,26 @@ def int8_row(name: str) -> str:
             f"in {agree} of 20 |")
 
 
+def base_card(card: dict) -> dict | None:
+    """The card of the model `card` continued from, when it is in this folder's tree."""
+    path = (card.get("base") or {}).get("path", "")
+    folder = HERE / path.split("weights/", 1)[1] if "weights/" in path else None
+    return json.loads((folder / "card.json").read_text("utf-8")) if folder and (folder / "card.json").is_file() else None
+
+
+def sittings_row(card: dict) -> list[str]:
+    """A base trained in sittings on one corpus: each sitting's minutes and held-out figure."""
+    chain = [card]
+    while (base := base_card(chain[-1])) and base["corpus"]["name"] == card["corpus"]["name"]:
+        chain.append(base)
+    if len(chain) < 2:
+        return []
+    minutes = [c["training"]["seconds"] / 60 for c in reversed(chain)]
+    parts = ", ".join(f"{m:.0f} min ({c['training']['epochs_run']} epochs) to {c['heldout']['bits_per_char']:.3f}"
+                      for m, c in zip(minutes, reversed(chain)))
+    return [f"| sittings on {card['corpus']['name']} | {parts}: {sum(minutes):.0f} min of training in all |"]
+
+
 def names_row(card: dict) -> list[str]:
     """Foreign names per 10,000 generated characters (`charlm names --write`), when measured."""
     f = card.get("foreign_names")
@@ -117,6 +137,7 @@ def section(name: str, prompts: list[str]) -> str:
         pad_row(card),
         int8_row(name),
         f"| 40-char strings of output found verbatim in training text | {card['recitation']['verbatim_40char_share']:.1%} |",
+        *sittings_row(card),
         *names_row(card),
         f"| corpus sha256 | `{card['corpus']['sha256']}` |",
         "",
