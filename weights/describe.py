@@ -58,11 +58,12 @@ def record_previous(folder: Path) -> None:
                               "base": (card.get("base") or {}).get("name"), "samples": samples(folder / name, prompts)}
     PREVIOUS.write_text(json.dumps(previous, indent=1) + "\n", "utf-8")
 
-INT8 = {  # `python -m bench.bench_int8 --quality`: held-out bits/char of the fp32 and int8 steps, and
-    # how many of the 20 held-out prompts' argmax continuations keep fp32's first 100 characters
-    "alice": (1.4741, 1.4741, 17),
-    "seuss": (2.0697, 2.0699, 18),
-    "storybook": (1.6324, 1.6325, 12),
+INT8 = {  # `python -m bench.bench_int8 --quality --eval-chars 200000`: held-out bits/char of the fp32 and
+    # int8 steps (storybook: the first 200,000 held-out characters of pretrain, its library's first folder),
+    # and how many of the 20 held-out prompts' argmax continuations keep fp32's first 100 characters
+    "alice": (1.4698, 1.4696, 14),
+    "seuss": (2.0462, 2.0460, 14),
+    "storybook": (1.6433, 1.6427, 10),
 }
 
 PAD_NAMES = {" ": "space", "\n": "newline"}
@@ -102,7 +103,7 @@ def sittings_row(card: dict) -> list[str]:
         chain.append(base)
     if len(chain) < 2:
         return []
-    minutes = [c["training"]["seconds"] / 60 for c in reversed(chain)]
+    minutes = [sum(epoch["seconds"] for epoch in c["training"]["history"]) / 60 for c in reversed(chain)]
     parts = ", ".join(f"{m:.0f} min ({c['training']['epochs_run']} epochs) to {c['heldout']['bits_per_char']:.3f}"
                       for m, c in zip(minutes, reversed(chain)))
     return [f"| sittings on {card['corpus']['name']} | {parts}: {sum(minutes):.0f} min of training in all |"]
@@ -144,8 +145,10 @@ def section(name: str, prompts: list[str]) -> str:
     ]
     previous = json.loads(PREVIOUS.read_text("utf-8")).get(name) if PREVIOUS.is_file() else None
     if previous and previous["heldout_bpc"] != card["heldout"]["bits_per_char"]:
+        names = (f", {previous['foreign_names_per_10k']:g} foreign names per 10,000 characters (the same measure)"
+                 if "foreign_names_per_10k" in previous else "")
         lines[5:5] = [f"| previous {name} (replaced) | {previous['heldout_bpc']:.3f} held-out bits/char, base {previous['base']}, "
-                      f"{previous['verbatim']:.1%} verbatim |"]
+                      f"{previous['verbatim']:.1%} verbatim{names} |"]
     else:
         previous = None
     new = samples(HERE / name, prompts)
