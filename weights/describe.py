@@ -148,7 +148,7 @@ def section(name: str, prompts: list[str]) -> str:
         names = (f", {previous['foreign_names_per_10k']:g} foreign names per 10,000 characters (the same measure)"
                  if "foreign_names_per_10k" in previous else "")
         lines[5:5] = [f"| previous {name} (replaced) | {previous['heldout_bpc']:.3f} held-out bits/char, base {previous['base']}, "
-                      f"{previous['verbatim']:.1%} verbatim{names} |"]
+                      f"{previous['verbatim']:.1%} verbatim{names}{'; ' + previous['note'] if 'note' in previous else ''} |"]
     else:
         previous = None
     new = samples(HERE / name, prompts)
