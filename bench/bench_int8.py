@@ -73,6 +73,14 @@ def fp32_bytes_per_step(weights) -> int:
     return sum(m.nbytes for m in mats) + weights.table.shape[1] * 4 + sum(b.nbytes for b in weights.biases)
 
 
+def kept_bytes(stepper, weights) -> int:
+    """Bytes of weights a loaded version keeps, in its step's precision."""
+    if stepper.precision == "int8":
+        return stepper.q.nbytes
+    return sum(a.nbytes for a in [weights.table, *weights.kernels, *weights.recurrent, *weights.biases,
+                                  weights.dense_w, weights.dense_b])
+
+
 def time_steps(stepper, window: np.ndarray, batch: int, seconds: float) -> tuple[float, float]:
     """(best wall, best CPU) seconds per step of `batch` rows, over runs of LENGTH steps
     (16 per advance, as the engine's chunks) until `seconds` have passed."""
@@ -157,9 +165,7 @@ def bench_loading(model: Path) -> None:
             t = time.perf_counter()
             steppers = choose_backend(saved.weights, "numpy", precision)
             quants.append(time.perf_counter() - t)
-        kept = steppers.q.nbytes if precision == "int8" else sum(
-            a.nbytes for a in [saved.weights.table, *saved.weights.kernels, *saved.weights.recurrent,
-                               *saved.weights.biases, saved.weights.dense_w, saved.weights.dense_b])
+        kept = kept_bytes(steppers, saved.weights)
         what = "quantise" if precision == "int8" else "build the step"
         print(f"  {precision}: read {statistics.median(reads) * 1e3:.0f} ms, {what} {statistics.median(quants) * 1e3:.1f} ms"
               f" (medians of 5); weights kept {kept / 2**20:.2f} MB")

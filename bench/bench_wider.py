@@ -25,21 +25,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_int8 import BATCHES, LENGTH, _timed, time_steps  # noqa: E402
+from bench.bench_int8 import BATCHES, LENGTH, _timed, kept_bytes, time_steps  # noqa: E402
 from charlm.generate import SERVING_PRECISION, Generator, choose_backend  # noqa: E402
 from charlm.sampling import Sampling  # noqa: E402
 from charlm.storage import read_model_folder  # noqa: E402
 
 MAX_VERSION_MB = 8.0
 PROMPT = "alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing to do"
-
-
-def kept_mb(stepper, weights) -> float:
-    """Bytes of weights a loaded version keeps, in its precision."""
-    if stepper.precision == "int8":
-        return stepper.q.nbytes / 2**20
-    arrays = [weights.table, *weights.kernels, *weights.recurrent, *weights.biases, weights.dense_w, weights.dense_b]
-    return sum(a.nbytes for a in arrays) / 2**20
 
 
 def main() -> None:
@@ -57,7 +49,7 @@ def main() -> None:
         window = saved.vocab.window(PROMPT).ids
         layers = saved.card["layers"]
         print(f"{key}: {folder} ({layers['layers']}x{layers['units']}, {saved.card['parameters']:,} parameters) in "
-              f"{precision}: weights kept {kept_mb(steppers[key], saved.weights):.2f} MB")
+              f"{precision}: weights kept {kept_bytes(steppers[key], saved.weights) / 2**20:.2f} MB")
     rates = {}
     for batch in BATCHES:
         for key in runs:  # alternate, so both see the same machine
