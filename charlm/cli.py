@@ -37,6 +37,12 @@ def _add_training_flags(p: argparse.ArgumentParser, finetuning: bool = False) ->
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed for weights and batch order (default {d.seed})")
 
 
+def _add_resume_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", type=Path, default=None,
+                   help="continue an earlier run of the same command from its checkpoint file epoch-NNN-val-X.keras "
+                        "(weights, optimizer state, epoch count; --epochs counts from the run's start)")
+
+
 def _train_config(a: argparse.Namespace):
     from charlm.train_config import TrainConfig
 
@@ -81,7 +87,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     from charlm.progress import ProgressPrinter
 
     outcome = finetune(a.corpus, a.model, a.out, _train_config(a), holdout=a.holdout, dropout=a.dropout,
-                       checkpoint_dir=_checkpoint_dir(a), on_progress=ProgressPrinter())
+                       checkpoint_dir=_checkpoint_dir(a), resume_from=a.resume, on_progress=ProgressPrinter())
     _report(outcome)
 
 
@@ -191,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="default", help="architecture: tiny, small, default (2x512) or gigantic (the recipe's 3x700)")
     p.add_argument("--keep-case", action="store_true", help="do not lowercase the text (the recipe lowercases)")
     p.add_argument("--charset-from", type=Path, default=None, help="take the vocabulary from this text instead (to pretrain a base for it)")
-    p.add_argument("--resume", type=Path, default=None, help="continue from a checkpoint file epoch-NNN-val-X.keras")
+    _add_resume_flag(p)
     _add_training_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -200,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, type=Path, help="model folder to start from")
     p.add_argument("--dropout", type=float, default=None,
                    help=f"dropout rate while fine-tuning (default {FINETUNE_DROPOUT}, where the base has dropout layers)")
+    _add_resume_flag(p)
     _add_training_flags(p, finetuning=True)
     p.set_defaults(func=cmd_finetune)
 

@@ -18,7 +18,7 @@ import numpy as np
 from charlm.corpus import Corpus, load_corpus
 from charlm.errors import CharLMError
 from charlm.evaluate import Evaluation, evaluate
-from charlm.model import ModelSpec, preset as get_preset, with_dropout
+from charlm.model import ModelSpec, dropout_rate, preset as get_preset, with_dropout
 from charlm.padding import PadChoice, choose_pad
 from charlm.storage import SavedModel, load_model_folder, save_model_folder
 from charlm.split import DEFAULT_HOLDOUT, check_trainable, split_encode
@@ -73,7 +73,7 @@ def known_heldout(saved: SavedModel, corpus: Corpus, holdout: float, val_ids: np
 def _card(name: str, spec: ModelSpec, preset_name: str, model: keras.Model, vocab: Vocabulary,
           corpus: Corpus, holdout: float, dropped: int, config: TrainConfig, result: TrainResult,
           heldout: Evaluation, seconds: float, base: dict | None, padding: PadChoice,
-          train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
+          train_ids: np.ndarray, val_ids: np.ndarray, resume_from: Path | None) -> dict:
     best = result.best
     return {
         "name": name,
@@ -98,6 +98,7 @@ def _card(name: str, spec: ModelSpec, preset_name: str, model: keras.Model, voca
             "best_epoch": result.best_epoch,
             "averaged_epochs": result.averaged,
             "stopped": result.stopped,
+            "resumed_from": str(resume_from) if resume_from else None,
             "seconds": round(seconds, 1),
             "history": [asdict(r) for r in result.history],
         },
@@ -137,7 +138,8 @@ def train_new(corpus_path: str | Path, out: str | Path, preset_name: str = "defa
     padding = choose_pad(result.model, vocab, val_ids)
     vocab = vocab.with_pad(padding.char)
     card = _card(Path(out).name, spec, preset_name, result.model, vocab, corpus, holdout, dropped,
-                 config, result, heldout, time.monotonic() - start, None, padding, train_ids, val_ids)
+                 config, result, heldout, time.monotonic() - start, None, padding, train_ids, val_ids,
+                 resume_from)
     folder = save_model_folder(result.model, vocab, card, out)
     return JobOutcome(folder, card, result, heldout)
 
@@ -145,6 +147,7 @@ def train_new(corpus_path: str | Path, out: str | Path, preset_name: str = "defa
 def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | Path,
              config: TrainConfig | None = None, *, holdout: float = DEFAULT_HOLDOUT,
              dropout: float | None = None, checkpoint_dir: Path | None = None,
+             resume_from: Path | None = None,
              on_progress: Callable[[TrainProgress], None] | None = None,
              cancel: CancelSignal | None = None) -> JobOutcome:
     """Continue training a saved model on a new corpus, keeping its vocabulary.
@@ -152,6 +155,8 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     The new corpus is cleaned the way the base's was and mapped onto the base's
     characters; what cannot be mapped is dropped and counted in the card. `dropout`
     replaces the base's dropout rate (None: FINETUNE_DROPOUT, where the base has dropout layers).
+    `resume_from` continues an earlier fine-tune of `base` from one of its checkpoints,
+    optimizer state and dropout included, so a long run can go on in sittings.
     """
     config = config or TrainConfig()
     saved = base if isinstance(base, SavedModel) else load_model_folder(base)
@@ -161,19 +166,25 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     train_ids, val_ids, dropped = ids.train, ids.heldout, ids.dropped
     base_heldout = known_heldout(saved, corpus, holdout, val_ids) or heldout_eval(saved.model, train_ids, val_ids)
     spec = ModelSpec(**saved.card["layers"])
-    if dropout is None and spec.dropout:  # the fine-tune default, where there are dropout layers to set
-        dropout = FINETUNE_DROPOUT
-    if dropout is not None:
-        if not 0.0 <= dropout < 1.0:
-            raise CharLMError(f"dropout must be in [0, 1), got {dropout}")
-        if not spec.dropout:
-            raise CharLMError("this model has no dropout layers to set")
-        spec = replace(spec, dropout=dropout)
-    model = with_dropout(saved.model, spec.dropout)
-    compile_model(model, config)
+    if resume_from is not None:
+        if dropout is not None:
+            raise CharLMError("a resumed fine-tune keeps its checkpoint's dropout; leave the dropout out")
+        model = None  # train() loads the checkpoint
+    else:
+        if dropout is None and spec.dropout:  # the fine-tune default, where there are dropout layers to set
+            dropout = FINETUNE_DROPOUT
+        if dropout is not None:
+            if not 0.0 <= dropout < 1.0:
+                raise CharLMError(f"dropout must be in [0, 1), got {dropout}")
+            if not spec.dropout:
+                raise CharLMError("this model has no dropout layers to set")
+            spec = replace(spec, dropout=dropout)
+        model = with_dropout(saved.model, spec.dropout)
+        compile_model(model, config)
     start = time.monotonic()
-    result = train(train_ids, val_ids, saved.vocab, spec, config, model=model,
-                   checkpoint_dir=checkpoint_dir, on_progress=on_progress, cancel=cancel)
+    result = train(train_ids, val_ids, saved.vocab, spec, config, model=model, checkpoint_dir=checkpoint_dir,
+                   resume_from=resume_from, on_progress=on_progress, cancel=cancel)
+    spec = replace(spec, dropout=dropout_rate(result.model))
     if not result.history:
         raise CharLMError(f"the time budget of {config.max_minutes:g} minutes ran out before the first training step")
     heldout = heldout_eval(result.model, train_ids, val_ids)
@@ -188,6 +199,6 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     }
     card = _card(Path(out).name, spec, saved.card.get("preset", "custom"), result.model, vocab,
                  corpus, holdout, dropped, config, result, heldout, time.monotonic() - start, base_info,
-                 padding, train_ids, val_ids)
+                 padding, train_ids, val_ids, resume_from)
     folder = save_model_folder(result.model, vocab, card, out)
     return JobOutcome(folder, card, result, heldout, base_heldout)

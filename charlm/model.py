@@ -68,6 +68,11 @@ def with_dropout(model: keras.Model, rate: float) -> keras.Model:
     return copy
 
 
+def dropout_rate(model: keras.Model) -> float:
+    """The rate of the model's Dropout layers (0 when it has none)."""
+    return next((layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)), 0.0)
+
+
 def inference_copy(model: keras.Model) -> keras.Model:
     """The same network and weights without optimizer state: small enough to ship."""
     copy = keras.Model.from_config(model.get_config())  # never compiled: no optimizer variables

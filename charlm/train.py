@@ -144,6 +144,9 @@ def train(
 ) -> TrainResult:
     """Train (or fine-tune, when `model` is given) and return the best epoch's weights.
 
+    `resume_from` continues a checkpoint of an earlier run of the same plan: its weights,
+    its optimizer's state and its epoch count (a cosine schedule goes on from that epoch).
+
     Raises TrainingCancelled, without saving anything, once `cancel` is set.
     """
     if len(val_ids) < config.seq_len + 1:
@@ -154,13 +157,16 @@ def train(
     if resume_from is not None:
         if not Path(resume_from).is_file():
             raise CharLMError(f"checkpoint not found: {resume_from}")
-        model = keras.models.load_model(resume_from)
         first_epoch = Checkpoints.epoch_of(resume_from) + 1
+        if first_epoch > config.epochs:
+            raise CharLMError(f"{Path(resume_from).name} ends epoch {first_epoch - 1}: ask for more epochs to continue it")
+        model = keras.models.load_model(resume_from)
     else:
         model = model if model is not None else build_model(len(vocab), spec)
         compile_model(model, config)
     if model.output_shape[-1] != len(vocab):
-        raise CharLMError("the model's output size does not match the vocabulary")
+        raise CharLMError("the model's output size does not match the vocabulary"
+                          + (f" (is {resume_from} a checkpoint of this model?)" if resume_from else ""))
     checkpoints = Checkpoints(checkpoint_dir) if checkpoint_dir else None
     if checkpoints:
         vocab.save(checkpoints.folder / "vocab.json")
@@ -171,6 +177,7 @@ def train(
     steps = config.steps_per_epoch or math.ceil(((len(train_ids) - 1) // config.seq_len) / config.batch_size)
     stream = batches(train_ids, config, rng)
     total_steps = steps * (config.epochs - first_epoch + 1)
+    steps_before = steps * (first_epoch - 1)  # a resumed run's cosine goes on from where it was
     done_steps, last_val, stale = 0, None, 0
     recent: deque[list[np.ndarray]] = deque(maxlen=config.average_last or 1)
     base_lr = config.learning_rate
@@ -194,7 +201,8 @@ def train(
             if out_of_time():  # mid-epoch: score what this epoch did so far, then stop
                 break
             if config.schedule == "cosine":
-                model.optimizer.learning_rate.assign(cosine_rate(base_lr, done_steps, total_steps))
+                model.optimizer.learning_rate.assign(
+                    cosine_rate(base_lr, steps_before + done_steps, steps * config.epochs))
             loss_sum += float(model.train_on_batch(*next(stream)))
             done_steps += 1
             ran = step

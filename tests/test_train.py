@@ -54,6 +54,37 @@ def test_resume_continues_from_the_checkpoint_epoch(text_file, tmp_path):
     assert Checkpoints.epoch_of(next(tmp_path.glob("epoch-002-*.keras"))) == 2
 
 
+def test_a_resumed_cosine_run_goes_on_where_the_uninterrupted_one_would(text_file, tmp_path):
+    vocab, train_ids, val_ids = _ids(text_file)
+    config = TrainConfig(epochs=2, batch_size=32, learning_rate=1e-2, schedule="cosine", steps_per_epoch=3)
+    whole = train(train_ids, val_ids, vocab, PRESETS["tiny"], config, checkpoint_dir=tmp_path / "whole")
+    config.epochs = 1
+    train(train_ids, val_ids, vocab, PRESETS["tiny"], config, checkpoint_dir=tmp_path / "first")
+    config.epochs = 2
+    rest = train(train_ids, val_ids, vocab, PRESETS["tiny"], config, checkpoint_dir=tmp_path / "first",
+                 resume_from=next((tmp_path / "first").glob("epoch-001-*.keras")))
+    assert rest.history[0].learning_rate == pytest.approx(whole.history[1].learning_rate)
+    assert int(rest.model.optimizer.iterations) == 6  # Adam's step count (and moments) came along
+
+
+def test_a_finetune_resumes_its_own_checkpoint(tiny_model, text_file, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=16, steps_per_epoch=4)
+    finetune(text_file, tiny_model, tmp_path / "first", config, checkpoint_dir=tmp_path / "ckpt")
+    ckpt = next((tmp_path / "ckpt").glob("epoch-001-*.keras"))
+    with pytest.raises(CharLMError, match="ends epoch 1: ask for more epochs"):
+        finetune(text_file, tiny_model, tmp_path / "again", config, resume_from=ckpt)
+    with pytest.raises(CharLMError, match="keeps its checkpoint's dropout"):
+        finetune(text_file, tiny_model, tmp_path / "again", TrainConfig(epochs=2), dropout=0.2, resume_from=ckpt)
+    assert not (tmp_path / "again").exists()
+    config.epochs = 3
+    outcome = finetune(text_file, tiny_model, tmp_path / "more", config, checkpoint_dir=tmp_path / "ckpt",
+                       resume_from=ckpt)
+    assert [r.epoch for r in outcome.result.history] == [2, 3]
+    assert int(outcome.result.model.optimizer.iterations) == 12
+    card = load_model_folder(outcome.folder).card
+    assert card["training"]["resumed_from"] == str(ckpt) and card["base"]["name"] == "tiny"
+
+
 def test_cancel_stops_cleanly_and_saves_nothing(text_file, tmp_path):
     cancel = threading.Event()
 
