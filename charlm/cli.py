@@ -87,7 +87,8 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     from charlm.progress import ProgressPrinter
 
     outcome = finetune(a.corpus, a.model, a.out, _train_config(a), holdout=a.holdout, dropout=a.dropout,
-                       checkpoint_dir=_checkpoint_dir(a), resume_from=a.resume, on_progress=ProgressPrinter())
+                       checkpoint_dir=_checkpoint_dir(a), resume_from=a.resume, rehearse=a.rehearse,
+                       rehearse_share=a.rehearse_share, on_progress=ProgressPrinter())
     _report(outcome)
 
 
@@ -206,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, type=Path, help="model folder to start from")
     p.add_argument("--dropout", type=float, default=None,
                    help=f"dropout rate while fine-tuning (default {FINETUNE_DROPOUT}, where the base has dropout layers)")
+    p.add_argument("--rehearse", type=Path, action="append", default=[],
+                   help="a library folder (repeatable): train also on passages of it whose names are replaced by the corpus's own, "
+                        "so the style does not write the library's names")
+    p.add_argument("--rehearse-share", type=float, default=0.2,
+                   help="share of the training characters those passages make up (default 0.2)")
     _add_resume_flag(p)
     _add_training_flags(p, finetuning=True)
     p.set_defaults(func=cmd_finetune)

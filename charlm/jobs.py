@@ -10,7 +10,7 @@ import datetime as dt
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -20,6 +20,7 @@ from charlm.errors import CharLMError
 from charlm.evaluate import Evaluation, evaluate
 from charlm.model import ModelSpec, dropout_rate, preset as get_preset, with_dropout
 from charlm.padding import PadChoice, choose_pad
+from charlm.rehearsal import rehearsal_for
 from charlm.storage import SavedModel, load_model_folder, save_model_folder
 from charlm.split import DEFAULT_HOLDOUT, check_trainable, split_encode
 from charlm.train import CancelSignal, TrainConfig, TrainProgress, TrainResult, compile_model, train
@@ -147,7 +148,7 @@ def train_new(corpus_path: str | Path, out: str | Path, preset_name: str = "defa
 def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | Path,
              config: TrainConfig | None = None, *, holdout: float = DEFAULT_HOLDOUT,
              dropout: float | None = None, checkpoint_dir: Path | None = None,
-             resume_from: Path | None = None,
+             resume_from: Path | None = None, rehearse: Sequence[Path] = (), rehearse_share: float = 0.2,
              on_progress: Callable[[TrainProgress], None] | None = None,
              cancel: CancelSignal | None = None) -> JobOutcome:
     """Continue training a saved model on a new corpus, keeping its vocabulary.
@@ -157,6 +158,9 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     replaces the base's dropout rate (None: FINETUNE_DROPOUT, where the base has dropout layers).
     `resume_from` continues an earlier fine-tune of `base` from one of its checkpoints,
     optimizer state and dropout included, so a long run can go on in sittings.
+    `rehearse` names library folders: passages of them with their names replaced by the
+    corpus's own (charlm.rehearsal) are trained on beside it, `rehearse_share` of the
+    training characters, so the style does not write the library's names.
     """
     config = config or TrainConfig()
     saved = base if isinstance(base, SavedModel) else load_model_folder(base)
@@ -164,6 +168,14 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     ids = split_encode(corpus, saved.vocab, holdout)
     check_trainable(corpus.name, ids, config.seq_len)  # the bot's upload check runs the same
     train_ids, val_ids, dropped = ids.train, ids.heldout, ids.dropped
+    stream, rehearsal = train_ids, None
+    if rehearse:
+        if not 0.0 < rehearse_share < 1.0:
+            raise CharLMError(f"the rehearsal share must be between 0 and 1, got {rehearse_share}")
+        own_text = load_corpus(corpus_path, lowercase=False, holdout=holdout).split(holdout)[0]
+        chars = round(len(train_ids) * rehearse_share / (1 - rehearse_share))
+        rehearsal = rehearsal_for(own_text, rehearse, chars, config.seed)
+        stream = np.concatenate([train_ids, saved.vocab.encode(rehearsal.text).ids])
     base_heldout = known_heldout(saved, corpus, holdout, val_ids) or heldout_eval(saved.model, train_ids, val_ids)
     spec = ModelSpec(**saved.card["layers"])
     if resume_from is not None:
@@ -182,7 +194,7 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
         model = with_dropout(saved.model, spec.dropout)
         compile_model(model, config)
     start = time.monotonic()
-    result = train(train_ids, val_ids, saved.vocab, spec, config, model=model, checkpoint_dir=checkpoint_dir,
+    result = train(stream, val_ids, saved.vocab, spec, config, model=model, checkpoint_dir=checkpoint_dir,
                    resume_from=resume_from, on_progress=on_progress, cancel=cancel)
     spec = replace(spec, dropout=dropout_rate(result.model))
     if not result.history:
@@ -197,6 +209,9 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
         "heldout_on_this_corpus": {"bits_per_char": round(base_heldout.bits_per_char, 4),
                                    "nats_per_char": round(base_heldout.nats_per_char, 4)},
     }
+    if rehearsal is not None:
+        base_info["rehearsal"] = {"library": [Path(folder).name for folder in rehearse], "share": rehearse_share,
+                                  **rehearsal.to_json()}
     card = _card(Path(out).name, spec, saved.card.get("preset", "custom"), result.model, vocab,
                  corpus, holdout, dropped, config, result, heldout, time.monotonic() - start, base_info,
                  padding, train_ids, val_ids, resume_from)
