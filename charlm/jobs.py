@@ -202,9 +202,12 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     heldout = heldout_eval(result.model, train_ids, val_ids)
     padding = choose_pad(result.model, saved.vocab, val_ids)
     vocab = saved.vocab.with_pad(padding.char)
+    base_name = saved.card.get("name", saved.path.name)
+    before = saved.card.get("base") or {}
     base_info = {
-        "name": saved.card.get("name", saved.path.name),
+        "name": base_name,
         "path": str(saved.path),
+        "lineage": [base_name, *before.get("lineage", [before["name"]] if "name" in before else [])],
         "corpus": saved.card.get("corpus", {}).get("name"),
         "heldout_on_this_corpus": {"bits_per_char": round(base_heldout.bits_per_char, 4),
                                    "nats_per_char": round(base_heldout.nats_per_char, 4)},

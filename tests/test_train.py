@@ -83,6 +83,8 @@ def test_a_finetune_resumes_its_own_checkpoint(tiny_model, text_file, tmp_path):
     assert int(outcome.result.model.optimizer.iterations) == 12
     card = load_model_folder(outcome.folder).card
     assert card["training"]["resumed_from"] == str(ckpt) and card["base"]["name"] == "tiny"
+    again = finetune(text_file, outcome.folder, tmp_path / "again", TrainConfig(epochs=1, batch_size=16))
+    assert again.card["base"]["lineage"] == ["more", "tiny"]  # every model it came from, nearest first
 
 
 def test_cancel_stops_cleanly_and_saves_nothing(text_file, tmp_path):

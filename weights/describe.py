@@ -120,6 +120,16 @@ def names_row(card: dict) -> list[str]:
             "writes |"]
 
 
+def rehearsal_row(card: dict) -> list[str]:
+    """Library passages, renamed, trained on beside the corpus (`charlm finetune --rehearse`)."""
+    r = (card.get("base") or {}).get("rehearsal")
+    if not r:
+        return []
+    return [f"| rehearsal | {r['share']:.0%} of the training characters ({r['chars']:,}): {r['passages']} passages of "
+            f"{' + '.join(r['library'])} around its names, {r['names_replaced']} of them replaced by "
+            f"{card['corpus']['name']}'s own ({', '.join(r['own_names'][:6])}, ...) |"]
+
+
 def section(name: str, prompts: list[str]) -> str:
     card = json.loads((HERE / name / "card.json").read_text("utf-8"))
     t = card["training"]
@@ -133,6 +143,7 @@ def section(name: str, prompts: list[str]) -> str:
         f"| architecture | {card['preset']}: embedding {card['layers']['embed']}, {card['layers']['layers']}x{card['layers']['units']} LSTM, dropout {card['layers']['dropout']}; {card['parameters']:,} parameters |",
         f"| base | {card['base']['name'] if card.get('base') else 'none'}"
         + (f" (held-out {card['base']['heldout_on_this_corpus']['bits_per_char']:.3f} bits/char before fine-tuning)" if card.get("base") else "") + " |",
+        *rehearsal_row(card),
         f"| training | {t['epochs_run']} epochs, best {t['best_epoch']} ({t['stopped']}), {t['seconds'] / 60:.1f} min, lr {t['config']['learning_rate']} |",
         f"| train / validation loss (nats) | {card['train_loss']} / {card['val_loss']} |",
         pad_row(card),
