@@ -295,14 +295,19 @@ def contents(body: dict) -> list[str]:
 
 def test_the_filter_masks_every_edit_of_a_model_that_learned_a_listed_word(tmp_path: Path, sweary_model: Path) -> None:
     config = write_config(tmp_path, sweary_model, sweary_model,
-                          generation={"default_length": 1500, "max_length": 1500, "edit_interval": 0.2})
+                          generation={"default_length": 1500, "max_length": 1500, "edit_interval": 0.2},
+                          limits={"cooldown_uses": 0, "queue_size": 200})
     word = re.compile(r"\bshit\b", re.IGNORECASE)
 
     async def scenario(double: DiscordDouble, bot: CharLMBot) -> None:
-        for i in range(60):  # a batch beside each reply, so it takes long enough to be edited as it grows
-            bot.charlm.engine.submit("alice", "busy", length=10_000, seed=i)
+        def keep_busy() -> None:  # a batch beside each reply, so it takes long enough to be edited as it grows
+            for i in range(60):
+                bot.charlm.engine.submit("alice", "busy", length=10_000, seed=i)
+
         for prompt in ("she said", "the cat", "down the"):
+            keep_busy()
             await answered(await double.send_command("alice", {"text": prompt}, user="bob"))
+            keep_busy()
             await bot_reply_to(double, await double.send_message(prompt, mention_bot=True, user="bob"))
         shown = [c for body in bot_bodies(double) for c in contents(body)]
         assert len(shown) > 6  # streamed: several edits per reply, each checked
