@@ -48,7 +48,8 @@ $py -m charlm finetune "$corpora/pretrain" --model runs/storybook2 \
 #    made it worse (1.687) and was not kept. Sitting 3 continues sitting 1 at a lower rate,
 #    annealed (cosine from 5e-4; 5 of the 6 planned epochs fit in its 75 minutes): 1.654. The
 #    base's own held-out figure comes from its card, so no sitting re-reads the held-out tenth
-#    before it trains. A next sitting continues from weights/storybook.
+#    before it trains. A next sitting continues from weights/storybook, or resumes a sitting's
+#    checkpoint with --resume (its Adam moments and its cosine schedule go on where they were).
 mkdir -p runs/library && ln -sf "$(realpath "$corpora")"/pretrain/*.txt "$(realpath "$corpora")"/pretrain-extra/*.txt runs/library/
 $py -m charlm widen --model runs/storybook512 --units 640 --out runs/sb640-init
 $py -m charlm finetune runs/library --model runs/sb640-init --lr 1e-3 --epochs 100 --patience 3 \
