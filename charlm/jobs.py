@@ -163,6 +163,8 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     training characters, so the style does not write the library's names.
     """
     config = config or TrainConfig()
+    if resume_from is not None and dropout is not None:
+        raise CharLMError("a resumed fine-tune keeps its checkpoint's dropout; leave the dropout out")
     saved = base if isinstance(base, SavedModel) else load_model_folder(base)
     corpus = load_corpus(corpus_path, saved.vocab.lowercase, holdout)
     ids = split_encode(corpus, saved.vocab, holdout)
@@ -179,8 +181,6 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     base_heldout = known_heldout(saved, corpus, holdout, val_ids) or heldout_eval(saved.model, train_ids, val_ids)
     spec = ModelSpec(**saved.card["layers"])
     if resume_from is not None:
-        if dropout is not None:
-            raise CharLMError("a resumed fine-tune keeps its checkpoint's dropout; leave the dropout out")
         model = None  # train() loads the checkpoint
     else:
         if dropout is None and spec.dropout:  # the fine-tune default, where there are dropout layers to set
