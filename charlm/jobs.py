@@ -165,6 +165,8 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     config = config or TrainConfig()
     if resume_from is not None and dropout is not None:
         raise CharLMError("a resumed fine-tune keeps its checkpoint's dropout; leave the dropout out")
+    if rehearse and not 0.0 < rehearse_share < 1.0:
+        raise CharLMError(f"the rehearsal share must be between 0 and 1, got {rehearse_share}")
     saved = base if isinstance(base, SavedModel) else load_model_folder(base)
     corpus = load_corpus(corpus_path, saved.vocab.lowercase, holdout)
     ids = split_encode(corpus, saved.vocab, holdout)
@@ -172,8 +174,6 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     train_ids, val_ids, dropped = ids.train, ids.heldout, ids.dropped
     stream, rehearsal = train_ids, None
     if rehearse:
-        if not 0.0 < rehearse_share < 1.0:
-            raise CharLMError(f"the rehearsal share must be between 0 and 1, got {rehearse_share}")
         own_text = load_corpus(corpus_path, lowercase=False, holdout=holdout).split(holdout)[0]
         chars = round(len(train_ids) * rehearse_share / (1 - rehearse_share))
         rehearsal = rehearsal_for(own_text, rehearse, chars, config.seed)

@@ -11,6 +11,7 @@ they also keep a small text from being learned by heart.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -40,10 +41,7 @@ class Rehearsal:
 def own_names(corpus_text_with_case: str) -> list[str]:
     """The names the style's own corpus uses (read with its case), likeliest first."""
     names = library_names([corpus_text_with_case], min_count=3)
-    counts = {w: 0 for w in names}
-    for w in words(corpus_text_with_case):
-        if w in counts:
-            counts[w] += 1
+    counts = Counter(w for w in words(corpus_text_with_case) if w in names)
     return sorted(names, key=lambda w: (-counts[w], w))
 
 
