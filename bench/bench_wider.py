@@ -4,7 +4,9 @@
 
 A wider model may ship only if, served in the engine's default precision (int8), it
 generates at least as fast as today's shipped model does in fp32, and each loaded version
-stays at or below 8 MB. This times both on the same machine in one run, alternating:
+stays at or below 8 MB. Each is served as the engine serves its folder: with its
+avoid.json's word guard (charlm.word_guard) where it has one. This times both on the same
+machine in one run, alternating:
 the step (sample + layers + output layer, 16 per advance as the engine's chunks) at batch
 1 and 32, and one 400-character reply after a 100-character prompt as `charlm generate`
 makes it; then the weights each keeps and the resident memory each loaded version adds
@@ -29,6 +31,7 @@ from bench.bench_int8 import BATCHES, LENGTH, _timed, kept_bytes, time_steps  # 
 from charlm.generate import SERVING_PRECISION, Generator, choose_backend  # noqa: E402
 from charlm.sampling import Sampling  # noqa: E402
 from charlm.storage import read_model_folder  # noqa: E402
+from charlm.word_guard import WordGuard  # noqa: E402
 
 MAX_VERSION_MB = 8.0
 PROMPT = "alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing to do"
@@ -45,20 +48,29 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
     for key, (folder, precision) in runs.items():
         saved = read_model_folder(folder)
-        steppers[key] = choose_backend(saved.weights, "numpy", precision)
+        guard = WordGuard.build(saved.avoid, saved.vocab) if saved.avoid else None  # as the engine serves it
+        steppers[key] = choose_backend(saved.weights, "numpy", precision, guard)
         window = saved.vocab.window(PROMPT).ids
         layers = saved.card["layers"]
+        guarded = (f", avoiding {guard.words:,} words (guard tables {(guard.next.nbytes + guard.refuse.nbytes) / 2**20:.2f} MB)"
+                   if guard else "")
         print(f"{key}: {folder} ({layers['layers']}x{layers['units']}, {saved.card['parameters']:,} parameters) in "
-              f"{precision}: weights kept {kept_bytes(steppers[key], saved.weights) / 2**20:.2f} MB")
+              f"{precision}: weights kept {kept_bytes(steppers[key], saved.weights) / 2**20:.2f} MB{guarded}")
+    if steppers["new"].guard is not None:  # the same weights without the guard: what steering costs
+        steppers["new unguarded"] = choose_backend(read_model_folder(a.new).weights, "numpy", SERVING_PRECISION)
     rates = {}
     for batch in BATCHES:
-        for key in runs:  # alternate, so both see the same machine
+        for key in steppers:  # alternate, so all see the same machine
             rates[key, batch] = time_steps(steppers[key], window, batch, a.seconds)
     print(f"-- step, best wall clock (sample + layers + output layer; {LENGTH} chars per run)")
     for batch in BATCHES:
         old, new = rates["old", batch][0], rates["new", batch][0]
         print(f"  batch {batch:2d}: old fp32 {batch / old:8.0f} chars/s | new {SERVING_PRECISION} {batch / new:8.0f} chars/s"
               f"  -> new {old / new:.2f}x old (budget >= 1.00x)")
+        if ("new unguarded", batch) in rates:
+            bare = rates["new unguarded", batch][0]
+            print(f"            new {SERVING_PRECISION} without its guard {batch / bare:8.0f} chars/s: "
+                  f"the guard costs {new / bare - 1:+.1%} per step")
     print(f"-- one reply of {LENGTH} chars after a 100-char prompt (Generator, as `charlm generate`), best of 5")
     reply = {}
     for key, (folder, precision) in runs.items():

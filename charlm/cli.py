@@ -86,6 +86,8 @@ def cmd_finetune(a: argparse.Namespace) -> None:
     from charlm.jobs import finetune
     from charlm.progress import ProgressPrinter
 
+    if a.rehearse:  # reading and searching a library takes a while before the first epoch starts
+        print(f"reading {', '.join(str(folder) for folder in a.rehearse)} for rehearsal passages", file=sys.stderr)
     outcome = finetune(a.corpus, a.model, a.out, _train_config(a), holdout=a.holdout, dropout=a.dropout,
                        checkpoint_dir=_checkpoint_dir(a), resume_from=a.resume, rehearse=a.rehearse,
                        rehearse_share=a.rehearse_share, on_progress=ProgressPrinter())
@@ -156,19 +158,30 @@ def cmd_pad(a: argparse.Namespace) -> None:
 
 
 def cmd_names(a: argparse.Namespace) -> None:
+    from dataclasses import replace
+
     from charlm.corpus import load_corpus
     from charlm.generate import Generator
-    from charlm.names import foreign_name_rate, foreign_names, heldout_prompts, library_names
-    from charlm.storage import set_card_entry
+    from charlm.names import foreign_name_rate, foreign_names, heldout_prompts, lexicon, library_names, words
+    from charlm.storage import read_model_folder, set_avoid, set_card_entry
+    from charlm.word_guard import avoid_entry
 
-    gen = Generator.from_folder(a.model)
-    corpus = load_corpus(a.corpus, gen.vocab.lowercase, a.holdout)
-    library = library_names(load_corpus(folder, lowercase=False).text for folder in a.library)
-    foreign = foreign_names(library, corpus.text)
-    heldout = gen.vocab.decode(gen.vocab.encode(corpus.split(a.holdout)[1]).ids)
-    rate = foreign_name_rate(gen, foreign, heldout_prompts(heldout, a.prompts), length=a.length)
-    entry = {**rate.to_json(), "library": [Path(folder).name for folder in a.library], "corpus": corpus.name}
+    folder = read_model_folder(a.model)
+    corpus = load_corpus(a.corpus, folder.vocab.lowercase, a.holdout)
+    books = [load_corpus(library, lowercase=False).text for library in a.library]
+    foreign = foreign_names(library_names(books), corpus.text)
+    common = lexicon(books) | set(words(corpus.text))  # what the style may write: the guard steers into these
+    avoid = {**avoid_entry(foreign, common), "library": [Path(library).name for library in a.library],
+             "corpus": corpus.name}
+    heldout = folder.vocab.decode(folder.vocab.encode(corpus.split(a.holdout)[1]).ids)
+    prompts = heldout_prompts(heldout, a.prompts)
+    alone, guarded = (foreign_name_rate(gen, foreign, prompts, length=a.length, known=common)
+                      for gen in (Generator(folder, guarded=False), Generator(replace(folder, avoid=avoid))))
+    guarded_entry = {k: v for k, v in guarded.to_json().items() if k in ("per_10k_chars", "found", "unknown_words_per_10k_chars")}
+    entry = {**alone.to_json(), "guarded": {**guarded_entry, "words_avoided": len(avoid["words"])},
+             "library": avoid["library"], "corpus": corpus.name}
     if a.write:
+        set_avoid(a.model, avoid)
         set_card_entry(a.model, "foreign_names", entry)
     print(json.dumps({"model": str(a.model), **entry, "written": bool(a.write)}, ensure_ascii=False))
 
@@ -261,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=400, help="characters per sample (default 400)")
     p.add_argument("--prompts", type=int, default=20,
                    help="evenly spaced held-out windows, each sampled at T 0.5 and 0.8 (default 20; more for a finer figure)")
-    p.add_argument("--write", action="store_true", help="save the figure in the folder's card as \"foreign_names\"")
+    p.add_argument("--write", action="store_true",
+                   help="save the figures in the folder's card as \"foreign_names\", and the foreign names in its avoid.json, "
+                        "which serving then steers around")
     p.set_defaults(func=cmd_names)
     return parser
 

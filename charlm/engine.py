@@ -48,6 +48,7 @@ from charlm.sampling import Sampling
 from charlm.scheduler import EngineBusy, Owner, OwnerBusy, Schedule, Scheduler
 from charlm.storage import read_model_folder
 from charlm.vocab import PromptWindow, Vocabulary
+from charlm.word_guard import WordGuard
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,8 @@ class Engine:
         """
         started = time.perf_counter()
         saved = read_model_folder(folder)  # numpy arrays, without importing Keras
-        stepper = choose_backend(saved.weights, self.backend, self.precision)
+        guard = WordGuard.build(saved.avoid, saved.vocab) if saved.avoid else None
+        stepper = choose_backend(saved.weights, self.backend, self.precision, guard)
         _warm_up(stepper, saved.vocab, self.chunk)
         with self._cv:
             if self._closing:
@@ -239,8 +241,8 @@ class Engine:
             version = ModelVersion(name, number, saved.card.get("name"), saved.card.get("created"),
                                    str(saved.path), stepper.name, stepper.precision)
             self._models[name] = _Loaded(version, saved.vocab, stepper)
-        log.info("loaded %s from %s on %s (%s) in %.1fs (warmed up)", version, folder, stepper.name,
-                 stepper.precision, time.perf_counter() - started)
+        log.info("loaded %s from %s on %s (%s) in %.1fs (warmed up), avoiding %d words", version, folder,
+                 stepper.name, stepper.precision, time.perf_counter() - started, guard.words if guard else 0)
         return version
 
     def unload(self, name: str) -> ModelVersion:

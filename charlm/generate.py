@@ -20,6 +20,7 @@ from charlm.numpy_lstm import LSTMWeights, NumpyLSTM
 from charlm.sampling import RowParams, Sampling
 from charlm.storage import ModelFolder, SavedModel, read_model_folder
 from charlm.vocab import Vocabulary
+from charlm.word_guard import WordGuard
 
 log = logging.getLogger(__name__)
 Backend = Literal["auto", "numpy", "tensorflow"]
@@ -51,10 +52,11 @@ def gpu_available() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def choose_backend(weights: LSTMWeights, backend: Backend = "auto", precision: Precision = "fp32"):
+def choose_backend(weights: LSTMWeights, backend: Backend = "auto", precision: Precision = "fp32",
+                   guard: WordGuard | None = None):
     """numpy on a CPU (no dispatch overhead), TensorFlow graphs on a GPU. `precision`
     "int8" quantises the weights for the CPU step (charlm.quantize); the GPU path is
-    float32 either way."""
+    float32 either way. `guard`: words every draw steers around (charlm.word_guard)."""
     if backend not in ("auto", "numpy", "tensorflow"):
         raise CharLMError(f"unknown backend {backend!r}: use auto, numpy or tensorflow")
     if precision not in PRECISIONS:
@@ -68,13 +70,16 @@ def choose_backend(weights: LSTMWeights, backend: Backend = "auto", precision: P
     if backend == "tensorflow":
         from charlm.tf_lstm import TFLSTM
 
-        return TFLSTM(weights)
+        return TFLSTM(weights, guard)
     if precision == "int8":
         from charlm.int8_lstm import Int8LSTM
         from charlm.quantize import QuantizedWeights
 
-        return Int8LSTM(QuantizedWeights.of(weights))
-    return NumpyLSTM(weights)
+        stepper = Int8LSTM(QuantizedWeights.of(weights))
+    else:
+        stepper = NumpyLSTM(weights)
+    stepper.guard = guard
+    return stepper
 
 
 @dataclass
@@ -108,6 +113,8 @@ class Batch:
         state, logits = self.stepper.prime(np.asarray(windows, np.int32))
         new = [Row(s, s.rng()) for s in settings]
         params = RowParams.of(settings, vocab_size)
+        if self.stepper.guard is not None:
+            params.words = self.stepper.guard.start(windows)
         if self.rows:
             cat = self.stepper.concat_rows
             state = [(cat([h0, h1]), cat([c0, c1])) for (h0, c0), (h1, c1) in zip(self.state, state)]
@@ -142,17 +149,20 @@ class Generator:
     """A loaded model ready to continue prompts."""
 
     def __init__(self, saved: ModelFolder | SavedModel, backend: Backend = "auto",
-                 precision: Precision = "fp32") -> None:
+                 precision: Precision = "fp32", guarded: bool = True) -> None:
+        """`guarded`: steer around the folder's avoid.json words, as serving does (when it has one)."""
         self.saved = saved
         self.vocab: Vocabulary = saved.vocab
         self.card = saved.card
         weights = saved.weights if isinstance(saved, ModelFolder) else LSTMWeights.from_keras(saved.model)
-        self.stepper = choose_backend(weights, backend, precision)
+        self.guard = WordGuard.build(saved.avoid, self.vocab) if guarded and saved.avoid else None
+        self.stepper = choose_backend(weights, backend, precision, self.guard)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, backend: Backend = "auto", precision: Precision = "fp32") -> "Generator":
+    def from_folder(cls, folder: str | Path, backend: Backend = "auto", precision: Precision = "fp32",
+                    guarded: bool = True) -> "Generator":
         """Read without Keras; only the TensorFlow backend imports TensorFlow."""
-        return cls(read_model_folder(folder), backend, precision)
+        return cls(read_model_folder(folder), backend, precision, guarded)
 
     def batch(self) -> Batch:
         return Batch(self.stepper)

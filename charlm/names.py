@@ -21,7 +21,8 @@ from typing import Iterable, Sequence
 from charlm.generate import Generator
 from charlm.sampling import Sampling
 
-_WORD = re.compile(r"[A-Za-z]+")
+WORD = re.compile(r"[A-Za-z]+")
+"""A word: a run of letters ("alice's" is "alice" and "s"); charlm.rehearsal and charlm.word_guard count the same."""
 _SENTENCE_START = set(".!?\"':;\n([")
 NOT_NAMES = frozenset({
     "i",
@@ -38,7 +39,7 @@ because they name someone or somewhere in a book: a style may use them without b
 
 def words(text: str) -> list[str]:
     """The lowercase words of a text (runs of letters; "alice's" is "alice" and "s")."""
-    return _WORD.findall(text.lower())
+    return WORD.findall(text.lower())
 
 
 def _mid_sentence(text: str, start: int) -> bool:
@@ -55,7 +56,7 @@ def library_names(texts: Iterable[str], *, min_count: int = 5, capital_share: fl
     capital: Counter[str] = Counter()
     uses: Counter[str] = Counter()
     for text in texts:
-        for match in _WORD.finditer(text):
+        for match in WORD.finditer(text):
             if not _mid_sentence(text, match.start()):
                 continue
             word = match.group()
@@ -73,6 +74,15 @@ def foreign_names(library: set[str], own_text: str) -> set[str]:
     return library - set(words(own_text))
 
 
+def lexicon(texts: Iterable[str], min_count: int = 2) -> set[str]:
+    """The words the texts use at least `min_count` times: what a style may write
+    (charlm.word_guard keeps foreign names out of it; the measure counts words outside it)."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(words(text))
+    return {w for w, n in counts.items() if n >= min_count}
+
+
 @dataclass
 class ForeignNameRate:
     """Foreign names per 10,000 generated characters, and which ones were written."""
@@ -84,22 +94,32 @@ class ForeignNameRate:
     length: int = 0
     temperatures: tuple[float, ...] = ()
     names_known: int = 0
+    unknown_per_10k_chars: float | None = None  # words outside the lexicon, when one was given
 
     def to_json(self) -> dict:
+        unknown = {} if self.unknown_per_10k_chars is None else {
+            "unknown_words_per_10k_chars": round(self.unknown_per_10k_chars, 1)}
         return {"per_10k_chars": round(self.per_10k_chars, 2), "chars": self.chars,
                 "found": dict(self.found.most_common(20)), "samples": self.samples, "length": self.length,
-                "temperatures": list(self.temperatures), "foreign_names_known": self.names_known}
+                "temperatures": list(self.temperatures), "foreign_names_known": self.names_known, **unknown}
 
 
-def count_foreign(prompt: str, sample: str, foreign: set[str]) -> Counter[str]:
-    """The foreign names among the words the model wrote after `prompt`. A word the
-    prompt ends in may run on into the sample: it is judged whole, and only counted if
-    the model added to it."""
+def written_words(prompt: str, sample: str) -> list[str]:
+    """The words the model wrote whole after `prompt`. A word the prompt ends in may run
+    on into the sample: it is judged whole, and only kept if the model added to it. A
+    word the sample's length cuts off ("thi" of "this") is not judged at all."""
     tail = re.search(r"[A-Za-z]*$", prompt).group().lower()
     generated = words(tail + sample)
     if tail and generated and generated[0] == tail:
         generated = generated[1:]
-    return Counter(w for w in generated if w in foreign)
+    if generated and sample[-1:].isalpha():
+        generated = generated[:-1]
+    return generated
+
+
+def count_foreign(prompt: str, sample: str, foreign: set[str]) -> Counter[str]:
+    """The foreign names among the words the model wrote after `prompt`."""
+    return Counter(w for w in written_words(prompt, sample) if w in foreign)
 
 
 def heldout_prompts(heldout_text: str, n: int = 20, size: int = 100) -> list[str]:
@@ -111,18 +131,23 @@ def heldout_prompts(heldout_text: str, n: int = 20, size: int = 100) -> list[str
 
 def foreign_name_rate(gen: Generator, foreign: set[str], prompts: Sequence[str], *,
                       temperatures: Sequence[float] = (0.5, 0.8), length: int = 400,
-                      seed: int = 0) -> ForeignNameRate:
+                      seed: int = 0, known: set[str] | None = None) -> ForeignNameRate:
     """Sample `length` characters per prompt at each temperature (seeded) and count the
-    generated words in `foreign`; the prompt's own words are not counted."""
+    generated words in `foreign`; the prompt's own words are not counted. `known`: a
+    lexicon (with the names), to also count the words outside it that the model made up
+    (what a guard that steered it badly would raise)."""
     windows = [gen.vocab.window(p).ids for p in prompts]
     found: Counter[str] = Counter()
-    chars = 0
+    chars = unknown = 0
     for t_index, temperature in enumerate(temperatures):
         settings = [Sampling(temperature=temperature, seed=seed + 1000 * t_index + i, length=length)
                     for i in range(len(prompts))]
         for prompt, sample in zip(prompts, gen.generate(windows, settings)):
             chars += len(sample)
-            found += count_foreign(prompt, sample, foreign)
-    total = sum(found.values())
-    return ForeignNameRate(10_000 * total / chars if chars else 0.0, chars, found, len(prompts) * len(temperatures),
-                           length, tuple(temperatures), len(foreign))
+            written = written_words(prompt, sample)
+            found.update(w for w in written if w in foreign)
+            if known is not None:
+                unknown += sum(w not in known for w in written)
+    per_10k = (lambda n: 10_000 * n / chars if chars else 0.0)
+    return ForeignNameRate(per_10k(sum(found.values())), chars, found, len(prompts) * len(temperatures),
+                           length, tuple(temperatures), len(foreign), None if known is None else per_10k(unknown))

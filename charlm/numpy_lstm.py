@@ -19,6 +19,7 @@ from charlm.sampling import RowParams, sample
 if TYPE_CHECKING:  # serving never imports Keras: weights come from charlm.keras_archive
     import keras
     from charlm.keras_archive import ArchiveArrays
+    from charlm.word_guard import WordGuard
 
 _SCRATCH_SIZES = 4  # batch sizes kept: the running batch, rows being primed, and a little slack
 State = list[tuple[np.ndarray, np.ndarray]]  # per layer: (h, c), each (batch, units)
@@ -114,6 +115,7 @@ class NumpyLSTM:
     pad_every = 1
     scratch_type: type = _Scratch  # the step's reused buffers; the int8 step has its own
     """Padding states kept every this many positions (priming steps the rest)."""
+    guard: "WordGuard | None" = None  # words the draws steer around (charlm.word_guard), set by choose_backend
 
     def __init__(self, weights: LSTMWeights) -> None:
         self.units = weights.units
@@ -242,8 +244,13 @@ class NumpyLSTM:
         ids = np.empty((steps, batch), np.int32)  # ids[k]: contiguous, written by the sampler
         columns = np.ascontiguousarray(uniforms.T)
         s = self._scratch_for(batch)
+        guard = self.guard
         for k in range(steps):
+            if guard is not None:
+                guard.mask(logits, params.words)
             sample(logits, params, columns[k], out=ids[k])
+            if guard is not None:
+                params.words = guard.step(params.words, ids[k])
             self._layers(state, ids[k], s)
             logits = self.logits(state)
         return ids.T.copy(), logits

@@ -19,9 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from charlm.corpus import load_corpus
-from charlm.names import foreign_names, library_names, words
-
-_WORD = re.compile(r"[a-z]+")
+from charlm.names import WORD, foreign_names, library_names, words
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ def renamed_passages(library_text: str, foreign: set[str], own: Sequence[str], c
     if not own:
         return Rehearsal("", 0, 0, ())
     text = library_text.lower()
-    places = [m.start() for m in _WORD.finditer(text) if m.group() in foreign]
+    places = [m.start() for m in WORD.finditer(text) if m.group() in foreign]
     if not places or chars <= 0:
         return Rehearsal("", 0, 0, tuple(own))
     rng = np.random.default_rng(seed)
@@ -76,7 +74,7 @@ def renamed_passages(library_text: str, foreign: set[str], own: Sequence[str], c
             replaced += 1
             return mapping.setdefault(word, str(own[int(rng.integers(len(own)))]))
 
-        parts.append(_WORD.sub(swap, passage))
+        parts.append(WORD.sub(swap, passage))
         total += len(parts[-1]) + 2
     return Rehearsal("\n\n".join(parts), len(parts), replaced, tuple(own))
 

@@ -38,11 +38,13 @@ class Sampling:
 
 @dataclass
 class RowParams:
-    """Sampling settings of a batch as arrays, one entry per row."""
+    """Sampling settings of a batch as arrays, one entry per row, and where each row
+    stands in the word guard's automaton (it moves on with every draw)."""
 
     temperature: np.ndarray  # (B,) float32
     top_k: np.ndarray  # (B,) int32, vocabulary size where unlimited
     top_p: np.ndarray  # (B,) float32
+    words: np.ndarray | None = None  # (B,) where each row is in the word it writes (charlm.word_guard), if guarded
 
     @classmethod
     def of(cls, settings: list[Sampling], vocab_size: int) -> "RowParams":
@@ -53,11 +55,14 @@ class RowParams:
         )
 
     def take(self, rows: np.ndarray) -> "RowParams":
-        return RowParams(self.temperature[rows], self.top_k[rows], self.top_p[rows])
+        return RowParams(self.temperature[rows], self.top_k[rows], self.top_p[rows],
+                         None if self.words is None else self.words[rows])
 
     @staticmethod
     def concat(parts: list["RowParams"]) -> "RowParams":
-        return RowParams(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("temperature", "top_k", "top_p")))
+        guarded = parts[0].words is not None
+        return RowParams(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("temperature", "top_k", "top_p")),
+                         np.concatenate([p.words for p in parts]) if guarded else None)
 
 
 def sample(logits: np.ndarray, params: RowParams, uniforms: np.ndarray,

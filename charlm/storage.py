@@ -1,4 +1,5 @@
-"""A saved model is a folder: model.keras, vocab.json, card.json. Written atomically.
+"""A saved model is a folder: model.keras, vocab.json, card.json (and, for a shipped
+style, avoid.json: see charlm.word_guard). Written atomically.
 
 Two ways to open one: `read_model_folder` gives the weights as numpy arrays without
 importing Keras or TensorFlow (serving: the bot, the engine, `generate` and `eval`);
@@ -19,6 +20,7 @@ from charlm.errors import CharLMError
 from charlm.keras_archive import read_archive
 from charlm.numpy_lstm import LSTMWeights
 from charlm.vocab import Vocabulary
+from charlm.word_guard import AVOID_FILE, read_avoid
 
 if TYPE_CHECKING:
     import keras
@@ -34,6 +36,7 @@ class SavedModel:
     vocab: Vocabulary
     card: dict
     path: Path
+    avoid: dict | None = None  # avoid.json, as in ModelFolder
 
 
 @dataclass
@@ -44,6 +47,7 @@ class ModelFolder:
     vocab: Vocabulary
     card: dict
     path: Path
+    avoid: dict | None = None  # avoid.json: words serving steers around (charlm.word_guard), if any
 
 
 def save_model_folder(model: "keras.Model", vocab: Vocabulary, card: dict, folder: str | Path) -> Path:
@@ -89,15 +93,26 @@ def set_card_entry(folder: str | Path, key: str, value: dict) -> None:
     _replace(folder / CARD_FILE, card_text(card))
 
 
+def set_avoid(folder: str | Path, entry: dict) -> None:
+    """Give a saved folder the words serving steers around (charlm.word_guard), replacing
+    avoid.json atomically; the engine reads it at its next load."""
+    _replace(Path(folder) / AVOID_FILE, json.dumps(entry, ensure_ascii=False) + "\n")
+
+
 def card_text(card: dict) -> str:
     """card.json as charlm writes it (indented, UTF-8 kept readable)."""
     return json.dumps(card, indent=2, ensure_ascii=False) + "\n"
 
 
 def _replace(path: Path, text: str) -> None:
+    """Write `text` aside, then rename it over `path`: readers see the old file or the new."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, "utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, "utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_card(folder: str | Path) -> dict:
@@ -135,7 +150,7 @@ def read_model_folder(folder: str | Path) -> ModelFolder:
     folder, vocab, card = _checked_files(folder)
     weights = LSTMWeights.from_archive(read_archive(folder / MODEL_FILE))
     _check_sizes(folder, weights.dense_b.shape[0], vocab, card)
-    return ModelFolder(weights, vocab, card, folder)
+    return ModelFolder(weights, vocab, card, folder, read_avoid(folder))
 
 
 def load_model_folder(folder: str | Path) -> SavedModel:
@@ -148,4 +163,4 @@ def load_model_folder(folder: str | Path) -> SavedModel:
     except Exception as exc:  # Keras raises many types for a bad archive
         raise CharLMError(f"{folder / MODEL_FILE} could not be loaded ({exc.__class__.__name__})") from None
     _check_sizes(folder, model.output_shape[-1], vocab, card)
-    return SavedModel(model, vocab, card, folder)
+    return SavedModel(model, vocab, card, folder, read_avoid(folder))

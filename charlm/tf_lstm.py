@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from charlm.numpy_lstm import LSTMWeights
 from charlm.sampling import RowParams
+from charlm.word_guard import REFUSED, WordGuard
 
 TFState = list[tuple[tf.Tensor, tf.Tensor]]
 
@@ -45,7 +46,10 @@ class TFLSTM:
     name = "tensorflow"
     precision = "fp32"  # the GPU path steps in float32 whatever precision is asked for
 
-    def __init__(self, weights: LSTMWeights) -> None:
+    def __init__(self, weights: LSTMWeights, guard: WordGuard | None = None) -> None:
+        self.guard = guard
+        self._refuse = None if guard is None else tf.constant(guard.refuse)
+        self._next = None if guard is None else tf.constant(guard.next.astype(np.int32))
         self.table = tf.constant(weights.table)
         self.kernels = [tf.constant(k) for k in weights.kernels]
         self.recurrent = [tf.constant(u) for u in weights.recurrent]
@@ -77,24 +81,33 @@ class TFLSTM:
 
     @tf.function(reduce_retracing=True)
     def _advance(self, state: TFState, logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor,
-                 top_p: tf.Tensor, uniforms: tf.Tensor) -> tuple[tf.Tensor, TFState, tf.Tensor]:
+                 top_p: tf.Tensor, uniforms: tf.Tensor,
+                 words: tf.Tensor) -> tuple[tf.Tensor, TFState, tf.Tensor, tf.Tensor]:
         steps = tf.shape(uniforms)[1]
         out = tf.TensorArray(tf.int32, size=steps)
         for k in tf.range(steps):
+            if self._refuse is not None:  # decided when traced: the guard is fixed per stepper
+                logits = tf.where(tf.gather(self._refuse, words), REFUSED, logits)
             ids = tf_sample(logits, temperature, top_k, top_p, uniforms[:, k])
+            if self._refuse is not None:
+                words = tf.gather_nd(self._next, tf.stack([words, ids], axis=1))
             out = out.write(k, ids)
             state, logits = self._step(state, ids)
-        return tf.transpose(out.stack()), state, logits
+        return tf.transpose(out.stack()), state, logits, words
 
     def prime(self, ids: np.ndarray) -> tuple[TFState, tf.Tensor]:
         return self._prime(tf.constant(ids, tf.int32))
 
     def advance(self, state: TFState, logits: tf.Tensor, params: RowParams,
                 uniforms: np.ndarray) -> tuple[np.ndarray, tf.Tensor]:
-        ids, new_state, logits = self._advance(state, logits, tf.constant(params.temperature),
-                                               tf.constant(params.top_k), tf.constant(params.top_p),
-                                               tf.constant(uniforms, tf.float32))
+        words = params.words if self.guard is not None else np.zeros(len(uniforms), np.int32)
+        ids, new_state, logits, words = self._advance(state, logits, tf.constant(params.temperature),
+                                                      tf.constant(params.top_k), tf.constant(params.top_p),
+                                                      tf.constant(uniforms, tf.float32),
+                                                      tf.constant(words, tf.int32))
         state[:] = new_state
+        if self.guard is not None:
+            params.words = words.numpy().astype(self.guard.next.dtype)
         return ids.numpy(), logits
 
     @staticmethod

@@ -2,6 +2,8 @@
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from charlm.cli import main
 from charlm.generate import Generator
 from charlm.names import count_foreign, foreign_name_rate, foreign_names, heldout_prompts, library_names
 from charlm.sampling import Sampling
-from charlm.storage import read_card
+from charlm.storage import read_card, read_model_folder
 
 OZ = ("Dorothy lived in the midst of the great Kansas prairies with Uncle Henry. "
       "When Dorothy stood in the door she saw the gray prairie. Toto played with Dorothy, "
@@ -56,7 +58,9 @@ def test_count_foreign_counts_only_what_the_model_wrote() -> None:
     # the prompt's last word is not the model's, unless the model ran on with it
     assert count_foreign("she met doro", "thy and the tin man", foreign) == {"dorothy": 1}
     assert count_foreign("she met toto", " and went home", foreign) == {}
-    assert count_foreign("", "toto toto", foreign) == {"toto": 2}
+    assert count_foreign("", "toto toto.", foreign) == {"toto": 2}
+    # nor a word the sample's length cut off: "oz" may have been "ozone"
+    assert count_foreign("", "toto toto oz", foreign) == {"toto": 2}
 
 
 def test_heldout_prompts_are_evenly_spaced_windows() -> None:
@@ -77,13 +81,14 @@ def test_rate_counts_the_words_the_model_samples(tiny_model) -> None:
     for t_index, temperature in enumerate((0.5, 1.0)):
         settings = [Sampling(temperature=temperature, seed=7 + 1000 * t_index + i, length=300) for i in range(3)]
         for sample in gen.generate([gen.vocab.window(p).ids for p in prompts], settings):
-            expected += len(re.findall(r"(?<![a-z])(the|she|was)(?![a-z])", sample))
+            expected += len(re.findall(r"(?<![a-z])(the|she|was)(?=[^a-z])", sample))  # whole: a letter-free end
     assert sum(rate.found.values()) == expected > 0
     assert rate.per_10k_chars == pytest.approx(10_000 * expected / 1800)
     assert foreign_name_rate(gen, set(), prompts, length=50).per_10k_chars == 0.0
 
 
 def test_cli_names_writes_the_card(tiny_model, text_file, tmp_path, capsys) -> None:
+    tiny_model = Path(shutil.copytree(tiny_model, tmp_path / "tiny"))  # it gets an avoid.json: others serve the original
     library = tmp_path / "library"
     library.mkdir()
     (library / "oz.txt").write_text(OZ * 3, "utf-8")
@@ -92,6 +97,12 @@ def test_cli_names_writes_the_card(tiny_model, text_file, tmp_path, capsys) -> N
     entry = read_card(tiny_model)["foreign_names"]
     assert entry["samples"] == 40 and entry["chars"] == 40 * 60 and entry["library"] == ["library"]
     assert entry["per_10k_chars"] >= 0 and entry["foreign_names_known"] >= 4
+    # the foreign names went into avoid.json, which serving steers around, and were measured so too
+    avoid = read_model_folder(tiny_model).avoid
+    assert {"dorothy", "toto", "wizard", "kansas"} <= set(avoid["words"]) and "alice" not in avoid["words"]
+    assert avoid["corpus"] == text_file.name and len(avoid["words"]) == entry["foreign_names_known"]
+    assert entry["guarded"]["per_10k_chars"] == 0 and entry["guarded"]["words_avoided"] == len(avoid["words"])
+    assert entry["unknown_words_per_10k_chars"] >= 0 and entry["guarded"]["unknown_words_per_10k_chars"] >= 0
     assert main(["names", str(text_file), "--model", str(tiny_model), "--library", str(library),
                  "--length", "60", "--prompts", "5"]) == 0
     assert read_card(tiny_model)["foreign_names"] == entry  # not written without --write

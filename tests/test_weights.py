@@ -7,7 +7,9 @@ import sys
 import pytest
 
 from charlm.generate import choose_backend
+from charlm.names import words
 from charlm.storage import load_model_folder, read_model_folder
+from charlm.word_guard import WordGuard
 from tests.conftest import WEIGHTS
 
 SHIPPED = {"alice": "alice.txt", "seuss": "seuss.txt"}
@@ -41,6 +43,23 @@ def test_alice_and_seuss_were_fine_tuned_from_storybook_and_rehearsed_the_librar
         base = json.loads((shipped(name) / "card.json").read_text())["base"]
         assert base["lineage"] == [f"{name}-first", "storybook"]
         assert base["rehearsal"]["library"] == ["pretrain", "pretrain-extra"] and base["rehearsal"]["share"] == 0.2
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_style_avoids_the_library_names_foreign_to_it(name, corpora):
+    """avoid.json (charlm names --write) holds names its own corpus never uses, and serving
+    builds its guard from it; the card gives the rate with and without it."""
+    folder = read_model_folder(shipped(name))
+    assert folder.avoid is not None and len(folder.avoid["words"]) > 1000
+    assert folder.avoid["corpus"] == SHIPPED[name] and folder.avoid["library"] == ["pretrain", "pretrain-extra"]
+    own = set(words((corpora / SHIPPED[name]).read_text("utf-8")))
+    assert not own & set(folder.avoid["words"])
+    assert {"dorothy", "scarecrow", "woodman"} <= set(folder.avoid["words"])
+    names = folder.card["foreign_names"]
+    assert names["guarded"]["words_avoided"] == len(folder.avoid["words"]) == names["foreign_names_known"]
+    assert names["guarded"]["per_10k_chars"] <= 1.0
+    guard = WordGuard.build(folder.avoid, folder.vocab)
+    assert guard.next.nbytes + guard.refuse.nbytes <= 2 * 2**20  # beside the int8 weights, within 8 MB a version
 
 
 def test_storybook_is_the_whole_libraries_base():

@@ -1,0 +1,161 @@
+"""Avoided words (charlm.word_guard): serving steers every draw around a style's foreign names."""
+
+import shutil
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from string import ascii_lowercase
+
+import numpy as np
+import pytest
+
+from charlm.engine import Engine
+from charlm.errors import CharLMError
+from charlm.generate import SERVING_PRECISION, Generator
+from charlm.names import words
+from charlm.sampling import Sampling
+from charlm.storage import AVOID_FILE, read_model_folder, set_avoid
+from charlm.vocab import Vocabulary
+from charlm.word_guard import WordGuard, avoid_entry
+from tests.conftest import make_text
+
+VOCAB = Vocabulary.from_text("abcdefghijklmnopqrstuvwxyz .,'\n")
+NON_LETTERS = set(" .,'\n")
+PROMPTS = ["alice was beginning", "the queen said", "down the rabbit hole ", "off with her hea", "pe", "curiouser and"]
+
+
+def _refused(guard: WordGuard, text: str) -> set[str]:
+    """The characters the guard refuses after reading `text`."""
+    state = guard.start(np.array([VOCAB.encode(text).ids]))[0]
+    return {VOCAB.chars[c] for c in np.flatnonzero(guard.refuse[state])}
+
+
+def test_a_name_may_not_begin_where_no_ordinary_word_does() -> None:
+    entry = avoid_entry({"peter", "ben", "oz"}, {"pet", "petal", "pets", "bench", "bend", "the", "on", "peter"})
+    assert entry["words"] == ["ben", "oz", "peter"]
+    guard = WordGuard.build(entry, VOCAB)
+    assert _refused(guard, " pe") == set()  # "pet", "petal", "pets" begin so
+    # at three letters of "peter", the word is held to ordinary words: "peta(l)", "pets", or "pet" itself;
+    # "pete" begins only "peter" (the lexicon's "peter" is avoided, not ordinary)
+    assert _refused(guard, " pet") == set(ascii_lowercase) - {"a", "s"}
+    assert _refused(guard, " o") == {"z"}  # "on" may be written, "oz" not
+    assert _refused(guard, " ben") == NON_LETTERS | (set(ascii_lowercase) - {"c", "d"})  # only "bench", "bend"
+    assert _refused(guard, " benc") == set()  # inside "bench": no avoided word begins so
+    assert _refused(guard, " the ") == set() and _refused(guard, "") == set()
+    assert _refused(guard, " xpet") == set()  # inside another word: nothing is refused
+    # a name's plural is the name: "peters" does not make "pete" an ordinary beginning
+    assert _refused(WordGuard.build(avoid_entry({"peter"}, {"peters", "petal"}), VOCAB), " pet") == \
+        set(ascii_lowercase) - {"a"}
+    # a word the prompt itself ends in may have nowhere to go: then nothing is refused
+    assert _refused(guard, "i met peter") == set()
+    assert _refused(guard, "i met peter and ") == set()
+
+
+@pytest.fixture
+def folder(tiny_model, tmp_path) -> Path:
+    """A copy of the tiny model (it writes its few words again and again), to give an avoid list."""
+    return Path(shutil.copytree(tiny_model, tmp_path / "tiny"))
+
+
+def _windows(vocab: Vocabulary) -> np.ndarray:
+    return np.stack([vocab.window(p).ids for p in PROMPTS])
+
+
+def _written(texts: list[str]) -> Counter[str]:
+    # the first word may run on from the prompt, the last is cut off by the length ("a" of "alice")
+    return Counter(w for text in texts for w in words(text)[1:-1])
+
+
+def _settings(length: int = 300) -> list[Sampling]:
+    return [Sampling(temperature=0.8, seed=i, length=length) for i in range(len(PROMPTS))]
+
+
+def _often_written(folder: Path, precision: str = "fp32") -> tuple[dict, list[str]]:
+    """An avoid list of the four words this model writes most, and its unguarded texts."""
+    gen = Generator.from_folder(folder, "numpy", precision)
+    texts = gen.generate(list(_windows(gen.vocab)), _settings())
+    written = _written(texts)
+    return avoid_entry([w for w, _ in written.most_common(4)], set(make_text().lower().split())), texts
+
+
+@pytest.mark.parametrize("backend,precision", [("numpy", "fp32"), ("numpy", "int8"), ("tensorflow", "fp32")])
+def test_guarded_generation_never_writes_an_avoided_word(folder, backend, precision) -> None:
+    entry, unguarded = _often_written(folder, precision)
+    assert sum(_written(unguarded)[w] for w in entry["words"]) >= 20  # the model does like these words
+    saved = replace(read_model_folder(folder), avoid=entry)
+    texts = Generator(saved, backend, precision).generate(list(_windows(saved.vocab)), _settings())
+    assert [len(t) for t in texts] == [300] * len(PROMPTS)
+    assert not set(_written(texts)) & set(entry["words"])
+    assert sum(_written(texts).values()) >= 0.8 * sum(_written(unguarded).values())  # words still, in their place
+    assert Generator(saved, backend, precision, guarded=False).generate(list(_windows(saved.vocab)),
+                                                                        _settings()) == unguarded
+
+
+def test_tensorflow_steers_as_numpy_does(folder) -> None:
+    entry, _ = _often_written(folder)
+    saved = replace(read_model_folder(folder), avoid=entry)
+    windows = list(_windows(saved.vocab))
+    assert Generator(saved, "numpy").generate(windows, _settings(120)) == \
+        Generator(saved, "tensorflow").generate(windows, _settings(120))
+
+
+def test_each_row_keeps_its_place_in_its_word_as_rows_join_and_leave(folder) -> None:
+    """A row's text depends on its own prompt and seed only, whoever shares its batch."""
+    entry, _ = _often_written(folder)
+    gen = Generator(replace(read_model_folder(folder), avoid=entry), "numpy")
+    settings, windows = _settings(90), _windows(gen.vocab)
+    alone = [gen.generate([w], [s])[0] for w, s in zip(windows, settings)]
+    batch = gen.batch()
+    rows = batch.join(windows[:3], settings[:3], len(gen.vocab))
+    batch.advance(30)
+    rows += batch.join(windows[3:], settings[3:], len(gen.vocab))
+    batch.advance(30)
+    batch.keep([1, 3, 4, 5])  # rows 0 and 2 leave after 60 characters
+    batch.advance(60)
+    texts = [gen.vocab.decode(row.ids) for row in rows]
+    assert texts[0] == alone[0][:60] and texts[2] == alone[2][:60]
+    assert [texts[i] for i in (1, 3, 4, 5)] == [alone[i] for i in (1, 3, 4, 5)]
+
+
+@pytest.fixture
+def guarded_folder(folder):
+    entry, _ = _often_written(folder, SERVING_PRECISION)
+    set_avoid(folder, entry)
+    return folder, entry
+
+
+def test_the_engine_serves_a_folder_with_its_avoid_list(guarded_folder) -> None:
+    folder, entry = guarded_folder
+    gen = Generator.from_folder(folder, "numpy", SERVING_PRECISION)
+    assert gen.guard is not None and gen.guard.words == len(entry["words"])
+    with Engine({"m": folder}, backend="numpy") as engine:
+        results = [engine.submit("m", p, s).result(30) for p, s in zip(PROMPTS, _settings())]
+    texts = [r.text for r in results]
+    assert texts == gen.generate(list(_windows(gen.vocab)), _settings())
+    assert not set(_written(texts)) & set(entry["words"])
+
+
+def test_a_damaged_avoid_list_is_a_one_line_error(guarded_folder) -> None:
+    folder, _ = guarded_folder
+    (folder / AVOID_FILE).write_text('{"words": ["peter"', "utf-8")
+    with pytest.raises(CharLMError, match="avoid.json is unreadable"):
+        read_model_folder(folder)
+    (folder / AVOID_FILE).write_text('{"words": "peter"}', "utf-8")
+    with pytest.raises(CharLMError, match="needs \"words\" and \"shared\" lists"):
+        read_model_folder(folder)
+
+
+def test_writing_an_avoid_list_that_fails_leaves_the_old_one(guarded_folder, monkeypatch) -> None:
+    folder, entry = guarded_folder
+    before = (folder / AVOID_FILE).read_text("utf-8")
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("pathlib.Path.replace", disk_full)
+    with pytest.raises(OSError):
+        set_avoid(folder, {"words": ["other"], "shared": []})
+    monkeypatch.undo()
+    assert (folder / AVOID_FILE).read_text("utf-8") == before
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["model.keras", "vocab.json", "card.json", AVOID_FILE])
+    assert read_model_folder(folder).avoid == entry
