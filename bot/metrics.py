@@ -101,14 +101,14 @@ async def watch_jobs(db: AsyncEngine, metrics: Metrics, durations: bool, every: 
     since = time.time()
     while True:
         try:
-            async with db.connect() as conn:
-                counts = dict((await conn.execute(sa.select(jobs.c.state, sa.func.count()).group_by(
-                    jobs.c.state))).all())
+            async with db.connect() as conn:  # finished jobs first: the counts, read after, are as new
                 query = sa.select(jobs.c.state, jobs.c.started_at, jobs.c.finished_at).where(
                     jobs.c.finished_at > since, jobs.c.started_at.is_not(None))
                 if worker is not None:
                     query = query.where(jobs.c.worker == worker)
                 finished = (await conn.execute(query)).all() if durations else []
+                counts = dict((await conn.execute(sa.select(jobs.c.state, sa.func.count()).group_by(
+                    jobs.c.state))).all())
             for state in JOB_STATES:
                 metrics.jobs.labels(state).set(counts.get(state, 0))
             for state, started, ended in finished:
