@@ -19,6 +19,7 @@ from charlm.corpus import Corpus, load_corpus
 from charlm.errors import CharLMError
 from charlm.evaluate import Evaluation, evaluate
 from charlm.model import ModelSpec, dropout_rate, preset as get_preset, with_dropout
+from charlm.names import words
 from charlm.padding import PadChoice, choose_pad
 from charlm.rehearsal import rehearsal_for
 from charlm.storage import SavedModel, load_model_folder, save_model_folder
@@ -26,6 +27,7 @@ from charlm.split import DEFAULT_HOLDOUT, check_trainable, split_encode
 from charlm.train import CancelSignal, TrainConfig, TrainProgress, TrainResult, compile_model, train
 from charlm.train_config import FINETUNE_DROPOUT
 from charlm.vocab import Vocabulary
+from charlm.word_guard import inherit_avoid
 
 
 @dataclass
@@ -160,7 +162,8 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     optimizer state and dropout included, so a long run can go on in sittings.
     `rehearse` names library folders: passages of them with their names replaced by the
     corpus's own (charlm.rehearsal) are trained on beside it, `rehearse_share` of the
-    training characters, so the style does not write the library's names.
+    training characters, so the style does not write the library's names. A base with an
+    avoid list (charlm.word_guard) passes it on, less the words the corpus itself uses.
     """
     config = config or TrainConfig()
     if resume_from is not None and dropout is not None:
@@ -215,8 +218,13 @@ def finetune(corpus_path: str | Path, base: str | Path | SavedModel, out: str | 
     if rehearsal is not None:
         base_info["rehearsal"] = {"library": [Path(folder).name for folder in rehearse], "share": rehearse_share,
                                   **rehearsal.to_json()}
+    avoid = None
+    if saved.avoid is not None:  # the base's style keeps out names; so does this one, bar its corpus's own words
+        avoid = {**inherit_avoid(saved.avoid, words(corpus.text)), "corpus": corpus.name, "inherited_from": base_name}
+        base_info["avoid"] = {"words": len(avoid["words"]),
+                              "released": sorted(set(saved.avoid["words"]) - set(avoid["words"]))}
     card = _card(Path(out).name, spec, saved.card.get("preset", "custom"), result.model, vocab,
                  corpus, holdout, dropped, config, result, heldout, time.monotonic() - start, base_info,
                  padding, train_ids, val_ids, resume_from)
-    folder = save_model_folder(result.model, vocab, card, out)
+    folder = save_model_folder(result.model, vocab, card, out, avoid)
     return JobOutcome(folder, card, result, heldout, base_heldout)

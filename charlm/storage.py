@@ -50,8 +50,10 @@ class ModelFolder:
     avoid: dict | None = None  # avoid.json: words serving steers around (charlm.word_guard), if any
 
 
-def save_model_folder(model: "keras.Model", vocab: Vocabulary, card: dict, folder: str | Path) -> Path:
-    """Write the folder aside, then rename it into place, so readers never see half of it."""
+def save_model_folder(model: "keras.Model", vocab: Vocabulary, card: dict, folder: str | Path,
+                      avoid: dict | None = None) -> Path:
+    """Write the folder aside (with `avoid` as its avoid.json, if given), then rename it
+    into place, so readers never see half of it."""
     from charlm.model import inference_copy
 
     folder = Path(folder)
@@ -62,6 +64,8 @@ def save_model_folder(model: "keras.Model", vocab: Vocabulary, card: dict, folde
         inference_copy(model).save(tmp / MODEL_FILE)
         vocab.save(tmp / VOCAB_FILE)
         (tmp / CARD_FILE).write_text(card_text(card), "utf-8")
+        if avoid is not None:
+            (tmp / AVOID_FILE).write_text(avoid_text(avoid), "utf-8")
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -96,7 +100,11 @@ def set_card_entry(folder: str | Path, key: str, value: dict) -> None:
 def set_avoid(folder: str | Path, entry: dict) -> None:
     """Give a saved folder the words serving steers around (charlm.word_guard), replacing
     avoid.json atomically; the engine reads it at its next load."""
-    _replace(Path(folder) / AVOID_FILE, json.dumps(entry, ensure_ascii=False) + "\n")
+    _replace(Path(folder) / AVOID_FILE, avoid_text(entry))
+
+
+def avoid_text(entry: dict) -> str:
+    return json.dumps(entry, ensure_ascii=False) + "\n"
 
 
 def card_text(card: dict) -> str:

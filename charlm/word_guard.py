@@ -49,18 +49,37 @@ def _is_letter(ch: str) -> bool:
     return "a" <= ch <= "z"
 
 
+def _beginnings(words: Iterable[str]) -> set[str]:
+    return {w[:k] for w in words for k in range(1, len(w) + 1)}
+
+
+def _shared(avoided: set[str], ordinary_beginnings: set[str]) -> list[str]:
+    """The ordinary beginnings the guard needs: a name's beginning, a letter past a whole
+    name ("ben" -> "benc"), or a letter past HELD or more letters of a name's beginning."""
+    beginnings = _beginnings(avoided)
+    return sorted(p for p in ordinary_beginnings
+                  if p in beginnings or p[:-1] in avoided or (len(p) > HELD and p[:-1] in beginnings))
+
+
 def avoid_entry(avoided: Iterable[str], lexicon: Iterable[str]) -> dict:
     """What `avoid.json` holds: the avoided words, and `shared`: the beginnings of ordinary
     words (those of `lexicon` that are no avoided word or its plural) that the guard may
-    let a word pass through: a name's beginning, a letter past a whole name ("ben" ->
-    "benc"), or a letter past HELD or more letters of a name's beginning."""
+    let a word pass through."""
     avoided = {w for w in avoided if w and all(_is_letter(c) for c in w)}
     ordinary = {w for w in lexicon if w.isalpha() and w not in avoided and not (w[-1] == "s" and w[:-1] in avoided)}
-    prefixes = {w[:k] for w in ordinary for k in range(1, len(w) + 1)}
-    beginnings = {w[:k] for w in avoided for k in range(1, len(w) + 1)}
-    shared = {p for p in prefixes
-              if p in beginnings or p[:-1] in avoided or (len(p) > HELD and p[:-1] in beginnings)}
-    return {"words": sorted(avoided), "shared": sorted(shared)}
+    return {"words": sorted(avoided), "shared": _shared(avoided, _beginnings(ordinary))}
+
+
+def inherit_avoid(entry: Mapping, own_words: Iterable[str]) -> dict:
+    """A fine-tune's avoid list: its base's, less the words of its own corpus (a story about
+    a Peter may write "peter"), with those words ordinary. This needs no library: fewer
+    avoided words need fewer shared beginnings, so the base's `shared` plus the corpus's
+    words' beginnings hold every one needed. (One difference from a list made afresh with
+    the library: a released name's plural is ordinary only if the corpus writes it.)"""
+    own = {w for w in own_words if w and all(_is_letter(c) for c in w)}
+    avoided = set(entry["words"]) - own
+    shared = _shared(avoided, set(entry["shared"]) | _beginnings(own))
+    return {**entry, "words": sorted(avoided), "shared": shared}
 
 
 @dataclass(frozen=True)

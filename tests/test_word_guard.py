@@ -1,5 +1,7 @@
 """Avoided words (charlm.word_guard): serving steers every draw around a style's foreign names."""
 
+import json
+import re
 import shutil
 from collections import Counter
 from dataclasses import replace
@@ -14,9 +16,11 @@ from charlm.errors import CharLMError
 from charlm.generate import SERVING_PRECISION, Generator
 from charlm.names import words
 from charlm.sampling import Sampling
-from charlm.storage import AVOID_FILE, read_model_folder, set_avoid
+from charlm.jobs import finetune
+from charlm.storage import AVOID_FILE, load_model_folder, read_model_folder, save_model_folder, set_avoid
+from charlm.train import TrainConfig
 from charlm.vocab import Vocabulary
-from charlm.word_guard import WordGuard, avoid_entry
+from charlm.word_guard import WordGuard, avoid_entry, inherit_avoid
 from tests.conftest import make_text
 
 VOCAB = Vocabulary.from_text("abcdefghijklmnopqrstuvwxyz .,'\n")
@@ -159,3 +163,61 @@ def test_writing_an_avoid_list_that_fails_leaves_the_old_one(guarded_folder, mon
     assert (folder / AVOID_FILE).read_text("utf-8") == before
     assert sorted(p.name for p in folder.iterdir()) == sorted(["model.keras", "vocab.json", "card.json", AVOID_FILE])
     assert read_model_folder(folder).avoid == entry
+
+
+def test_a_fine_tunes_list_is_its_bases_less_its_own_words_as_if_made_afresh() -> None:
+    library = {"pet", "petal", "pets", "bench", "bend", "the", "on", "benny", "ozone", "pete", "peter"}
+    base = avoid_entry({"peter", "ben", "oz", "pete", "benjamin"}, library)
+    own = ["the", "ben", "went", "to", "benjy", "oz", "zone"]
+    inherited = inherit_avoid(base, own)
+    assert inherited == avoid_entry({"peter", "pete", "benjamin"}, library | set(own))
+    assert inherited["words"] == ["benjamin", "pete", "peter"]
+    guard = WordGuard.build(inherited, VOCAB)
+    assert _refused(guard, " o") == set()  # "oz" is now the corpus's own word
+    assert _refused(guard, " ben") == set(ascii_lowercase) - {"c", "d", "j", "n"}  # "ben" may end now
+    assert _refused(guard, " benj") == set(ascii_lowercase) - {"y"}  # "benjy", never "benjamin"
+    assert inherit_avoid(base, []) == base
+
+
+def test_a_fine_tune_of_a_guarded_model_is_guarded_but_may_write_its_corpus_words(guarded_folder, tmp_path) -> None:
+    folder, entry = guarded_folder
+    kept, *dropped = entry["words"]
+    text = re.sub(rf"\b({'|'.join(dropped)})\b", "", make_text(8_000, seed=3), flags=re.IGNORECASE)
+    text += f"\nThe {kept} said so. " * 20  # the upload writes one of the avoided words
+    corpus = tmp_path / "upload.txt"
+    corpus.write_text(text, "utf-8")
+    assert kept in words(text) and not set(dropped) & set(words(text))
+
+    outcome = finetune(corpus, folder, tmp_path / "tuned", TrainConfig(epochs=1, batch_size=16))
+    tuned = read_model_folder(outcome.folder)
+    assert tuned.avoid == {**inherit_avoid(entry, words(text)), "corpus": "upload.txt", "inherited_from": "tiny"}
+    assert tuned.avoid["words"] == sorted(dropped)
+    assert outcome.card["base"]["avoid"] == {"words": len(dropped), "released": [kept]}
+    gen = Generator.from_folder(outcome.folder, "numpy", SERVING_PRECISION)
+    assert gen.guard is not None and gen.guard.words == len(dropped)
+    assert not set(_written(gen.generate(list(_windows(gen.vocab)), _settings()))) & set(dropped)
+
+    plain = finetune(corpus, tiny_model_copy(folder, tmp_path), tmp_path / "plain", TrainConfig(epochs=1, batch_size=16))
+    assert not (plain.folder / AVOID_FILE).exists() and "avoid" not in plain.card["base"]
+
+
+def tiny_model_copy(folder: Path, tmp_path: Path) -> Path:
+    """The guarded folder without its avoid list."""
+    plain = Path(shutil.copytree(folder, tmp_path / "unguarded"))
+    (plain / AVOID_FILE).unlink()
+    return plain
+
+
+def test_a_model_folder_whose_avoid_list_fails_to_write_is_not_saved(guarded_folder, tmp_path) -> None:
+    folder, entry = guarded_folder
+    saved = load_model_folder(folder)
+    target = Path(shutil.copytree(folder, tmp_path / "target"))
+    broken = {**entry, "words": set(entry["words"])}  # json cannot write a set: it fails at avoid.json
+    with pytest.raises(TypeError):
+        save_model_folder(saved.model, saved.vocab, saved.card, target, broken)
+    assert read_model_folder(target).avoid == entry  # the folder that was there is untouched
+    with pytest.raises(TypeError):
+        save_model_folder(saved.model, saved.vocab, saved.card, tmp_path / "new", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["target", "tiny"]  # no half-written folder, no .tmp
+    save_model_folder(saved.model, saved.vocab, saved.card, tmp_path / "new", entry)
+    assert json.loads((tmp_path / "new" / AVOID_FILE).read_text("utf-8")) == entry
