@@ -84,7 +84,8 @@ $py -m charlm finetune "$corpora/seuss.txt" --model runs/seuss-first --dropout 0
 #    models' (weights/previous.json, written once with --previous-from runs/previous2, copies
 #    of the replaced alice, seuss and storybook); first each style's foreign names (names the
 #    library's books use that its own corpus never writes, per 10,000 characters of 200
-#    samples), saved in its card; and the fine-tune study's table from
+#    samples, alone and as served), saved in its card, with avoid.json, the names serving
+#    steers around (charlm.word_guard); and the fine-tune study's table from
 #    weights/finetune-study.jsonl (python -m bench.bench_finetune_study).
 for m in alice seuss; do
     $py -m charlm names "$corpora/$m.txt" --model weights/$m --library "$corpora/pretrain" \
