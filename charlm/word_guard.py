@@ -17,6 +17,8 @@ tokenizer model's banned words, but per character:
 
 So the model's next most likely characters write an ordinary word in the name's place;
 nothing already written is taken back, which keeps streaming and seeds as they are.
+A prompt that itself writes one of the names turns the guard off for that reply (the
+user brought the name in, and expects it back).
 The rules are a finite automaton over the characters of the vocabulary (`WordGuard`):
 each row carries one state (where it is in the word it is writing), each step masks the
 row's refused characters and moves the state on the drawn one, two table lookups.
@@ -90,6 +92,9 @@ class WordGuard:
     refuse: np.ndarray  # (states, vocab) bool
     next: np.ndarray  # (states, vocab) int16 (int32 past 32,767 states)
     words: int  # how many words it avoids
+    whole: np.ndarray  # (states,) bool: the state is a whole avoided word
+    letter: np.ndarray  # (vocab,) bool: the character is a letter a-z
+    off: int  # the state of a row whose prompt wrote an avoided word: refuses nothing, stays
 
     @classmethod
     def build(cls, entry: Mapping, vocab: Vocabulary) -> "WordGuard":
@@ -97,7 +102,7 @@ class WordGuard:
         beginnings = sorted({w[:k] for w in avoided for k in range(1, len(w) + 1)})
         state_of = {"": BOUNDARY, **{p: i + 2 for i, p in enumerate(beginnings)}}
         chars = [vocab.chars[i].lower() for i in range(len(vocab))]
-        size = len(state_of) + 1
+        size = len(state_of) + 2  # and FREE, and the last: off
         refuse = np.zeros((size, len(vocab)), bool)
         nxt = np.full((size, len(vocab)), FREE, np.int16 if size <= np.iinfo(np.int16).max else np.int32)
         letters = np.array([_is_letter(c) for c in chars])
@@ -113,15 +118,24 @@ class WordGuard:
                 if word in state_of:
                     nxt[s, c] = state_of[word]
                 refuse[s, c] = (word in state_of or held) and word not in shared
-        refuse[refuse.all(axis=1)] = False  # a state with nothing left to draw (only a prompt can lead there) refuses nothing
+        refuse[refuse.all(axis=1)] = False  # never a state with nothing left to draw (a prompt ending "pete" of "peter")
         refuse[FREE] = False
-        return cls(refuse, nxt, len(avoided))
+        off = size - 1
+        refuse[off], nxt[off] = False, off
+        whole = np.zeros(size, bool)
+        whole[[s for p, s in state_of.items() if p in avoided]] = True
+        return cls(refuse, nxt, len(avoided), whole, letters, off)
 
     def start(self, windows: np.ndarray) -> np.ndarray:
-        """Each window's state after reading it (batch, time): where its last word stands."""
+        """Each window's state after reading it (batch, time): where its last word stands,
+        or `off` where the window wrote a whole avoided word (ending it, or ending on it)."""
         states = np.zeros(len(windows), self.next.dtype)
+        named = np.zeros(len(windows), bool)
         for column in np.asarray(windows, np.int64).T:
+            named |= self.whole[states] & ~self.letter[column]
             states = self.next[states, column]
+        named |= self.whole[states]
+        states[named] = self.off
         return states
 
     def mask(self, logits: np.ndarray, states: np.ndarray) -> None:

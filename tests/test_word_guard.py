@@ -29,9 +29,11 @@ PROMPTS = ["alice was beginning", "the queen said", "down the rabbit hole ", "of
 
 
 def _refused(guard: WordGuard, text: str) -> set[str]:
-    """The characters the guard refuses after reading `text`."""
-    state = guard.start(np.array([VOCAB.encode(text).ids]))[0]
-    return {VOCAB.chars[c] for c in np.flatnonzero(guard.refuse[state])}
+    """The characters the guard refuses once `text` has been written."""
+    state = np.zeros(1, guard.next.dtype)  # as if the model had written `text` after a boundary
+    for c in VOCAB.encode(text).ids:
+        state = guard.step(state, np.array([c]))
+    return {VOCAB.chars[c] for c in np.flatnonzero(guard.refuse[state[0]])}
 
 
 def test_a_name_may_not_begin_where_no_ordinary_word_does() -> None:
@@ -50,9 +52,12 @@ def test_a_name_may_not_begin_where_no_ordinary_word_does() -> None:
     # a name's plural is the name: "peters" does not make "pete" an ordinary beginning
     assert _refused(WordGuard.build(avoid_entry({"peter"}, {"peters", "petal"}), VOCAB), " pet") == \
         set(ascii_lowercase) - {"a"}
-    # a word the prompt itself ends in may have nowhere to go: then nothing is refused
-    assert _refused(guard, "i met peter") == set()
-    assert _refused(guard, "i met peter and ") == set()
+    # a prompt that writes a name itself turns the guard off for that reply
+    for prompt in ("i met peter", "i met peter and ", "oz. "):
+        assert guard.start(np.array([VOCAB.encode(prompt).ids]))[0] == guard.off, prompt
+    assert not guard.refuse[guard.off].any() and (guard.next[guard.off] == guard.off).all()
+    for prompt in ("i met pete", "i met peterkin ", "i met xpeter ", "ozone "):  # no name written
+        assert guard.start(np.array([VOCAB.encode(prompt).ids]))[0] != guard.off, prompt
 
 
 @pytest.fixture
@@ -93,6 +98,18 @@ def test_guarded_generation_never_writes_an_avoided_word(folder, backend, precis
     assert sum(_written(texts).values()) >= 0.8 * sum(_written(unguarded).values())  # words still, in their place
     assert Generator(saved, backend, precision, guarded=False).generate(list(_windows(saved.vocab)),
                                                                         _settings()) == unguarded
+
+
+def test_a_reply_to_a_prompt_that_writes_an_avoided_word_is_not_steered(folder) -> None:
+    entry, _ = _often_written(folder)
+    saved = replace(read_model_folder(folder), avoid=entry)
+    named = f"{PROMPTS[0]} {entry['words'][0]} "  # the user brought the word in
+    windows, settings = [saved.vocab.window(p).ids for p in (named, *PROMPTS[1:])], _settings()
+    for backend in ("numpy", "tensorflow"):
+        guarded = Generator(saved, backend).generate(windows, settings)
+        unguarded = Generator(saved, backend, guarded=False).generate(windows, settings)
+        assert guarded[0] == unguarded[0]  # as the model alone writes it
+        assert not set(_written(guarded[1:])) & set(entry["words"])  # the others are steered as before
 
 
 def test_tensorflow_steers_as_numpy_does(folder) -> None:
