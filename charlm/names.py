@@ -123,10 +123,18 @@ def count_foreign(prompt: str, sample: str, foreign: set[str]) -> Counter[str]:
 
 
 def heldout_prompts(heldout_text: str, n: int = 20, size: int = 100) -> list[str]:
-    """`n` evenly spaced `size`-character windows of the held-out text (as the card's
-    recitation figure is prompted)."""
+    """`n` evenly spaced windows of the held-out text, `size` characters or a little less:
+    each ends where a word ends, as a user's message does (a prompt cut inside "lizard"
+    would end on the name "liza", which the word guard takes as the user's own)."""
     last = max(0, len(heldout_text) - size)
-    return [heldout_text[last * i // max(1, n - 1):][:size] for i in range(n)]
+    prompts = []
+    for i in range(n):
+        start = last * i // max(1, n - 1)
+        prompt = heldout_text[start : start + size]
+        if heldout_text[start + size : start + size + 1].isalpha():  # cut inside a word: leave it out
+            prompt = prompt[: len(prompt) - len(re.search(r"[A-Za-z]*$", prompt).group())]
+        prompts.append(prompt)
+    return prompts
 
 
 def foreign_name_rate(gen: Generator, foreign: set[str], prompts: Sequence[str], *,

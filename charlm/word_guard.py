@@ -63,12 +63,14 @@ def _shared(avoided: set[str], ordinary_beginnings: set[str]) -> list[str]:
                   if p in beginnings or p[:-1] in avoided or (len(p) > HELD and p[:-1] in beginnings))
 
 
-def avoid_entry(avoided: Iterable[str], lexicon: Iterable[str]) -> dict:
+def avoid_entry(avoided: Iterable[str], lexicon: Iterable[str], own: Iterable[str] = ()) -> dict:
     """What `avoid.json` holds: the avoided words, and `shared`: the beginnings of ordinary
-    words (those of `lexicon` that are no avoided word or its plural) that the guard may
-    let a word pass through."""
+    words that the guard may let a word pass through. Ordinary are the words of `lexicon`
+    (the library's) that are no avoided word or its plural, and every word of `own` (the
+    style's corpus: its "normans" is ordinary though "norman" is avoided)."""
     avoided = {w for w in avoided if w and all(_is_letter(c) for c in w)}
     ordinary = {w for w in lexicon if w.isalpha() and w not in avoided and not (w[-1] == "s" and w[:-1] in avoided)}
+    ordinary |= {w for w in own if w.isalpha() and w not in avoided}
     return {"words": sorted(avoided), "shared": _shared(avoided, _beginnings(ordinary))}
 
 
@@ -128,8 +130,10 @@ class WordGuard:
 
     def start(self, windows: np.ndarray) -> np.ndarray:
         """Each window's state after reading it (batch, time): where its last word stands,
-        or `off` where the window wrote a whole avoided word (ending it, or ending on it)."""
-        states = np.zeros(len(windows), self.next.dtype)
+        or `off` where the window wrote a whole avoided word (ending it, or ending on it).
+        A window's first word is not judged: a long prompt cut to the window may begin
+        inside a word ("liza" of "lizard")."""
+        states = np.full(len(windows), FREE, self.next.dtype)
         named = np.zeros(len(windows), bool)
         for column in np.asarray(windows, np.int64).T:
             named |= self.whole[states] & ~self.letter[column]

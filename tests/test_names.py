@@ -63,11 +63,14 @@ def test_count_foreign_counts_only_what_the_model_wrote() -> None:
     assert count_foreign("", "toto toto oz", foreign) == {"toto": 2}
 
 
-def test_heldout_prompts_are_evenly_spaced_windows() -> None:
-    text = "".join(chr(97 + i % 26) for i in range(1000))
+def test_heldout_prompts_are_evenly_spaced_windows_that_end_where_a_word_does() -> None:
+    text = "".join("abcdefghi"[i % 9] if i % 10 else " " for i in range(1000))  # " abcdefghi" ten by ten
     prompts = heldout_prompts(text, n=5, size=100)
-    assert [len(p) for p in prompts] == [100] * 5
-    assert prompts[0] == text[:100] and prompts[-1] == text[-100:]
+    assert prompts[0] == text[:100] and prompts[-1] == text[-100:]  # whole windows: each ends before a space
+    for start, prompt in zip([0, 225, 450, 675, 900], prompts):
+        assert text[start : start + len(prompt)] == prompt and 90 < len(prompt) <= 100
+        assert not (prompt[-1].isalpha() and text[start + len(prompt) : start + len(prompt) + 1].isalpha())  # no word cut
+    assert [len(p) for p in prompts] == [100, 96, 100, 96, 100]
 
 
 def test_rate_counts_the_words_the_model_samples(tiny_model) -> None:

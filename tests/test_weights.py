@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from charlm.corpus import load_corpus
 from charlm.generate import choose_backend
 from charlm.names import words
 from charlm.storage import load_model_folder, read_model_folder
@@ -60,6 +61,22 @@ def test_each_style_avoids_the_library_names_foreign_to_it(name, corpora):
     assert names["guarded"]["per_10k_chars"] <= 1.0
     guard = WordGuard.build(folder.avoid, folder.vocab)
     assert guard.next.nbytes + guard.refuse.nbytes <= 2 * 2**20  # beside the int8 weights, within 8 MB a version
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_guard_never_refuses_a_character_its_own_corpus_writes(name, corpora):
+    """Stepped along the whole corpus as if the model wrote it, the guard refuses none of its
+    characters: so, as served, the held-out text is only likelier than the model alone makes it."""
+    folder = read_model_folder(shipped(name))
+    guard = WordGuard.build(folder.avoid, folder.vocab)
+    ids = folder.vocab.encode(load_corpus(corpora / SHIPPED[name], folder.vocab.lowercase).text).ids
+    refuse, following = guard.refuse.tolist(), guard.next.tolist()
+    state, refused = 0, []
+    for i, c in enumerate(ids.tolist()):
+        if refuse[state][c]:
+            refused.append(i)
+        state = following[state][c]
+    assert len(ids) > 70_000 and not refused, folder.vocab.decode(ids[refused[0] - 30 : refused[0] + 1])
 
 
 def test_storybook_is_the_whole_libraries_base():

@@ -52,11 +52,15 @@ def test_a_name_may_not_begin_where_no_ordinary_word_does() -> None:
     # a name's plural is the name: "peters" does not make "pete" an ordinary beginning
     assert _refused(WordGuard.build(avoid_entry({"peter"}, {"peters", "petal"}), VOCAB), " pet") == \
         set(ascii_lowercase) - {"a"}
+    # ... unless the style's own corpus writes it
+    assert _refused(WordGuard.build(avoid_entry({"peter"}, {"petal"}, {"peters"}), VOCAB), " peter") == \
+        NON_LETTERS | set(ascii_lowercase) - {"s"}
     # a prompt that writes a name itself turns the guard off for that reply
-    for prompt in ("i met peter", "i met peter and ", "oz. "):
+    for prompt in ("i met peter", "i met peter and ", "\noz. "):
         assert guard.start(np.array([VOCAB.encode(prompt).ids]))[0] == guard.off, prompt
     assert not guard.refuse[guard.off].any() and (guard.next[guard.off] == guard.off).all()
-    for prompt in ("i met pete", "i met peterkin ", "i met xpeter ", "ozone "):  # no name written
+    # no name written; a window's first word may be the end of a longer one (a long prompt cut to the window)
+    for prompt in ("i met pete", "i met peterkin ", "i met xpeter ", " ozone ", "oz. "):
         assert guard.start(np.array([VOCAB.encode(prompt).ids]))[0] != guard.off, prompt
 
 
@@ -187,7 +191,7 @@ def test_a_fine_tunes_list_is_its_bases_less_its_own_words_as_if_made_afresh() -
     base = avoid_entry({"peter", "ben", "oz", "pete", "benjamin"}, library)
     own = ["the", "ben", "went", "to", "benjy", "oz", "zone"]
     inherited = inherit_avoid(base, own)
-    assert inherited == avoid_entry({"peter", "pete", "benjamin"}, library | set(own))
+    assert inherited == avoid_entry({"peter", "pete", "benjamin"}, library, own)
     assert inherited["words"] == ["benjamin", "pete", "peter"]
     guard = WordGuard.build(inherited, VOCAB)
     assert _refused(guard, " o") == set()  # "oz" is now the corpus's own word
