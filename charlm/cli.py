@@ -135,10 +135,17 @@ def cmd_eval(a: argparse.Namespace) -> None:
     ids = saved.vocab.encode(text).ids
     if len(ids) < 2:
         raise CharLMError(f"{corpus.name} has no characters this model knows")
-    result = evaluate(scorer, ids)
+    guard = None
+    if a.guarded:
+        from charlm.word_guard import WordGuard
+
+        if saved.avoid is None:
+            raise CharLMError(f"{a.model} has no avoid.json to serve with: score it without --guarded")
+        guard = WordGuard.build(saved.avoid, saved.vocab)
+    result = evaluate(scorer, ids, guard=guard)
     print(json.dumps({"model": str(a.model), "precision": a.precision, "corpus": corpus.name, "chars": result.chars,
                       "bits_per_char": round(result.bits_per_char, 4),
-                      "nats_per_char": round(result.nats_per_char, 4)}))
+                      "nats_per_char": round(result.nats_per_char, 4), "guarded": a.guarded}))
 
 
 def cmd_pad(a: argparse.Namespace) -> None:
@@ -250,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chars", type=int, default=0, help="score at most this many characters (0: all)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
                    help="fp32 (the model itself, as its card reports; default) or int8 (the quantised CPU step the bot serves with)")
+    p.add_argument("--guarded", action="store_true",
+                   help="score as served: with the folder's avoid.json, refused characters taken out of each draw")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("pad", help="measure which character a model's short prompts are best padded with")

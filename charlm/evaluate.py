@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from charlm.errors import CharLMError
+
 if TYPE_CHECKING:
     import keras
 
     from charlm.numpy_lstm import NumpyLSTM
+    from charlm.word_guard import WordGuard
 
 WARMUP = 256
 """Characters of preceding text each scored chunk is conditioned on (and not scored)."""
@@ -33,7 +36,7 @@ class Evaluation:
 
 
 def evaluate(model: "keras.Model | NumpyLSTM", ids: np.ndarray, context: np.ndarray | None = None,
-             streams: int = 16) -> Evaluation:
+             streams: int = 16, guard: "WordGuard | None" = None) -> Evaluation:
     """Mean next-character loss over `ids`, conditioned on what precedes each character.
 
     The text is cut into `streams` contiguous chunks run side by side; each chunk first
@@ -41,6 +44,9 @@ def evaluate(model: "keras.Model | NumpyLSTM", ids: np.ndarray, context: np.ndar
     character sees at least that much real history, like a compressor that has read the
     text so far. Scoring starts at ids[1] when no context is given. `model` is a Keras
     model (training) or a NumpyLSTM (serving: `python -m charlm eval` without TensorFlow).
+    `guard`: score the distribution as served with the style's avoid list (charlm.word_guard),
+    each character's refused alternatives taken out; a text that writes an avoided name
+    has no such score, and is a one-line error.
     """
     context = np.zeros(0, dtype=ids.dtype) if context is None else context
     full = np.concatenate([context, ids])
@@ -59,12 +65,31 @@ def evaluate(model: "keras.Model | NumpyLSTM", ids: np.ndarray, context: np.ndar
         x = np.zeros((len(part), max(len(r) for r in part)), dtype=np.int32)
         for i, r in enumerate(part):
             x[i, : len(r)] = r
-        log_probs = log_softmax(sequence_logits(model, x))
+        logits = sequence_logits(model, x)
+        if guard is not None:
+            logits = steered(logits, x, guard)
+        log_probs = log_softmax(logits)
         for i, r in enumerate(part):
             # logits at position t predict r[t + 1]; score targets r[starts[i]:]
             t = np.arange(starts[group + i] - 1, len(r) - 1)
-            total -= log_probs[i, t, r[t + 1]].sum()
+            scored = log_probs[i, t, r[t + 1]]
+            if guard is not None and np.isneginf(scored).any():
+                at = int(bounds[group + i] + np.flatnonzero(np.isneginf(scored))[0]) - len(context)
+                raise CharLMError(f"the text writes a word the style avoids (at its character {at + 1:,}): score it without the guard")
+            total -= scored.sum()
     return Evaluation(total / n_scored, n_scored)
+
+
+def steered(logits: np.ndarray, x: np.ndarray, guard: "WordGuard") -> np.ndarray:
+    """`logits` with the characters the guard refuses after each position set to -inf; each
+    row's first word is not judged (the row may begin inside one), as in WordGuard.start."""
+    from charlm.word_guard import FREE
+
+    states = np.full(len(x), FREE, guard.next.dtype)
+    for t in range(x.shape[1]):
+        states = guard.step(states, x[:, t])
+        logits[:, t][guard.refuse[states]] = -np.inf
+    return logits
 
 
 def sequence_logits(model: "keras.Model | NumpyLSTM", x: np.ndarray) -> np.ndarray:

@@ -242,3 +242,37 @@ def test_a_model_folder_whose_avoid_list_fails_to_write_is_not_saved(guarded_fol
     assert sorted(p.name for p in tmp_path.iterdir()) == ["target", "tiny"]  # no half-written folder, no .tmp
     save_model_folder(saved.model, saved.vocab, saved.card, tmp_path / "new", entry)
     assert json.loads((tmp_path / "new" / AVOID_FILE).read_text("utf-8")) == entry
+
+
+def test_eval_guarded_scores_the_distribution_as_served(guarded_folder, tmp_path, capsys) -> None:
+    """Held-out text the guard never refuses is only likelier as served; text that writes an
+    avoided word has no served score, and says so in one line."""
+    from charlm.cli import main
+    from charlm.corpus import load_corpus
+    from charlm.evaluate import evaluate
+    from charlm.generate import choose_backend
+
+    folder, entry = guarded_folder
+    avoided = "|".join(entry["words"])
+    clean = tmp_path / "clean.txt"
+    clean.write_text(re.sub(rf"\b({avoided})\b", "", make_text(6_000, seed=5), flags=re.IGNORECASE), "utf-8")
+    saved = read_model_folder(folder)
+    scorer = choose_backend(saved.weights, "numpy", "fp32")
+    ids = saved.vocab.encode(load_corpus(clean, saved.vocab.lowercase).text).ids
+    guard = WordGuard.build(entry, saved.vocab)
+    alone, served = evaluate(scorer, ids), evaluate(scorer, ids, guard=guard)
+    assert served.chars == alone.chars and served.nats_per_char < alone.nats_per_char
+
+    assert main(["eval", str(clean), "--model", str(folder), "--guarded"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["guarded"] is True and shown["bits_per_char"] < json.loads(
+        (main(["eval", str(clean), "--model", str(folder)]), capsys.readouterr().out)[1])["bits_per_char"]
+
+    named = tmp_path / "named.txt"
+    named.write_text(clean.read_text("utf-8") + f" and then {entry['words'][-1]} said so.", "utf-8")
+    assert main(["eval", str(named), "--model", str(folder), "--guarded"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the text writes a word the style avoids") and err.count("\n") == 1
+    (folder / AVOID_FILE).unlink()
+    assert main(["eval", str(clean), "--model", str(folder), "--guarded"]) == 1
+    assert "has no avoid.json" in capsys.readouterr().err
