@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from charlm.errors import CharLMError
+from charlm.word_guard import FREE, WordGuard
 
 if TYPE_CHECKING:
     import keras
 
     from charlm.numpy_lstm import NumpyLSTM
-    from charlm.word_guard import WordGuard
 
 WARMUP = 256
 """Characters of preceding text each scored chunk is conditioned on (and not scored)."""
@@ -36,7 +36,7 @@ class Evaluation:
 
 
 def evaluate(model: "keras.Model | NumpyLSTM", ids: np.ndarray, context: np.ndarray | None = None,
-             streams: int = 16, guard: "WordGuard | None" = None) -> Evaluation:
+             streams: int = 16, guard: WordGuard | None = None) -> Evaluation:
     """Mean next-character loss over `ids`, conditioned on what precedes each character.
 
     The text is cut into `streams` contiguous chunks run side by side; each chunk first
@@ -80,11 +80,9 @@ def evaluate(model: "keras.Model | NumpyLSTM", ids: np.ndarray, context: np.ndar
     return Evaluation(total / n_scored, n_scored)
 
 
-def steered(logits: np.ndarray, x: np.ndarray, guard: "WordGuard") -> np.ndarray:
+def steered(logits: np.ndarray, x: np.ndarray, guard: WordGuard) -> np.ndarray:
     """`logits` with the characters the guard refuses after each position set to -inf; each
     row's first word is not judged (the row may begin inside one), as in WordGuard.start."""
-    from charlm.word_guard import FREE
-
     states = np.full(len(x), FREE, guard.next.dtype)
     for t in range(x.shape[1]):
         states = guard.step(states, x[:, t])
