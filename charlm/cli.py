@@ -177,9 +177,9 @@ def cmd_names(a: argparse.Namespace) -> None:
     corpus = load_corpus(a.corpus, folder.vocab.lowercase, a.holdout)
     books = [load_corpus(library, lowercase=False).text for library in a.library]
     foreign = foreign_names(library_names(books), corpus.text)
-    own = set(words(corpus.text))
-    common = lexicon(books) | own  # what the style may write: the guard steers into these
-    avoid = {**avoid_entry(foreign, lexicon(books), own), "library": [Path(library).name for library in a.library],
+    library_words, own = lexicon(books), set(words(corpus.text))
+    common = library_words | own  # what the style may write: the guard steers into these
+    avoid = {**avoid_entry(foreign, library_words, own), "library": [Path(library).name for library in a.library],
              "corpus": corpus.name}
     heldout = folder.vocab.decode(folder.vocab.encode(corpus.split(a.holdout)[1]).ids)
     prompts = heldout_prompts(heldout, a.prompts)

@@ -104,11 +104,16 @@ class ForeignNameRate:
                 "temperatures": list(self.temperatures), "foreign_names_known": self.names_known, **unknown}
 
 
+def _last_word(text: str) -> str:
+    """The letters `text` ends in: its last word, when nothing follows it ("" after a space)."""
+    return re.search(r"[A-Za-z]*$", text).group()
+
+
 def written_words(prompt: str, sample: str) -> list[str]:
     """The words the model wrote whole after `prompt`. A word the prompt ends in may run
     on into the sample: it is judged whole, and only kept if the model added to it. A
     word the sample's length cuts off ("thi" of "this") is not judged at all."""
-    tail = re.search(r"[A-Za-z]*$", prompt).group().lower()
+    tail = _last_word(prompt).lower()
     generated = words(tail + sample)
     if tail and generated and generated[0] == tail:
         generated = generated[1:]
@@ -132,7 +137,7 @@ def heldout_prompts(heldout_text: str, n: int = 20, size: int = 100) -> list[str
         start = last * i // max(1, n - 1)
         prompt = heldout_text[start : start + size]
         if heldout_text[start + size : start + size + 1].isalpha():  # cut inside a word: leave it out
-            prompt = prompt[: len(prompt) - len(re.search(r"[A-Za-z]*$", prompt).group())]
+            prompt = prompt[: len(prompt) - len(_last_word(prompt))]
         prompts.append(prompt)
     return prompts
 

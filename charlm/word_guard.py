@@ -55,6 +55,11 @@ def _beginnings(words: Iterable[str]) -> set[str]:
     return {w[:k] for w in words for k in range(1, len(w) + 1)}
 
 
+def _plain_words(words: Iterable[str]) -> set[str]:
+    """The words made of letters a-z only: the only ones the guard's states can spell."""
+    return {w for w in words if w and all(_is_letter(c) for c in w)}
+
+
 def _shared(avoided: set[str], ordinary_beginnings: set[str]) -> list[str]:
     """The ordinary beginnings the guard needs: a name's beginning, a letter past a whole
     name ("ben" -> "benc"), or a letter past HELD or more letters of a name's beginning."""
@@ -68,7 +73,7 @@ def avoid_entry(avoided: Iterable[str], lexicon: Iterable[str], own: Iterable[st
     words that the guard may let a word pass through. Ordinary are the words of `lexicon`
     (the library's) that are no avoided word or its plural, and every word of `own` (the
     style's corpus: its "normans" is ordinary though "norman" is avoided)."""
-    avoided = {w for w in avoided if w and all(_is_letter(c) for c in w)}
+    avoided = _plain_words(avoided)
     ordinary = {w for w in lexicon if w.isalpha() and w not in avoided and not (w[-1] == "s" and w[:-1] in avoided)}
     ordinary |= {w for w in own if w.isalpha() and w not in avoided}
     return {"words": sorted(avoided), "shared": _shared(avoided, _beginnings(ordinary))}
@@ -80,7 +85,7 @@ def inherit_avoid(entry: Mapping, own_words: Iterable[str]) -> dict:
     avoided words need fewer shared beginnings, so the base's `shared` plus the corpus's
     words' beginnings hold every one needed. (One difference from a list made afresh with
     the library: a released name's plural is ordinary only if the corpus writes it.)"""
-    own = {w for w in own_words if w and all(_is_letter(c) for c in w)}
+    own = _plain_words(own_words)
     avoided = set(entry["words"]) - own
     shared = _shared(avoided, set(entry["shared"]) | _beginnings(own))
     return {**entry, "words": sorted(avoided), "shared": shared}
@@ -101,7 +106,7 @@ class WordGuard:
     @classmethod
     def build(cls, entry: Mapping, vocab: Vocabulary) -> "WordGuard":
         avoided, shared = set(entry["words"]), set(entry["shared"])
-        beginnings = sorted({w[:k] for w in avoided for k in range(1, len(w) + 1)})
+        beginnings = sorted(_beginnings(avoided))
         state_of = {"": BOUNDARY, **{p: i + 2 for i, p in enumerate(beginnings)}}
         chars = [vocab.chars[i].lower() for i in range(len(vocab))]
         size = len(state_of) + 2  # and FREE, and the last: off

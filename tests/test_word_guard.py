@@ -14,9 +14,9 @@ import pytest
 from charlm.engine import Engine
 from charlm.errors import CharLMError
 from charlm.generate import SERVING_PRECISION, Generator
+from charlm.jobs import finetune
 from charlm.names import words
 from charlm.sampling import Sampling
-from charlm.jobs import finetune
 from charlm.storage import AVOID_FILE, load_model_folder, read_model_folder, save_model_folder, set_avoid
 from charlm.train import TrainConfig
 from charlm.vocab import Vocabulary
