@@ -175,6 +175,7 @@ def cmd_names(a: argparse.Namespace) -> None:
 
     folder = read_model_folder(a.model)
     corpus = load_corpus(a.corpus, folder.vocab.lowercase, a.holdout)
+    print(f"reading {', '.join(str(library) for library in a.library)} for its names and words", file=sys.stderr)
     books = [load_corpus(library, lowercase=False).text for library in a.library]
     foreign = foreign_names(library_names(books), corpus.text)
     library_words, own = lexicon(books), set(words(corpus.text))
@@ -183,8 +184,12 @@ def cmd_names(a: argparse.Namespace) -> None:
              "corpus": corpus.name}
     heldout = folder.vocab.decode(folder.vocab.encode(corpus.split(a.holdout)[1]).ids)
     prompts = heldout_prompts(heldout, a.prompts)
-    alone, guarded = (foreign_name_rate(gen, foreign, prompts, length=a.length, known=common)
-                      for gen in (Generator(folder, guarded=False), Generator(replace(folder, avoid=avoid))))
+    rates = []
+    for how, gen in (("the model alone", Generator(folder, guarded=False)),
+                     (f"as served, steering around {len(avoid['words']):,} names", Generator(replace(folder, avoid=avoid)))):
+        print(f"sampling {len(prompts)} prompts, {a.length:,} characters each, {how}", file=sys.stderr)
+        rates.append(foreign_name_rate(gen, foreign, prompts, length=a.length, known=common))
+    alone, guarded = rates
     guarded_entry = {k: v for k, v in guarded.to_json().items() if k in ("per_10k_chars", "found", "unknown_words_per_10k_chars")}
     entry = {**alone.to_json(), "guarded": {**guarded_entry, "words_avoided": len(avoid["words"])},
              "library": avoid["library"], "corpus": corpus.name}

@@ -97,6 +97,9 @@ def test_cli_names_writes_the_card(tiny_model, text_file, tmp_path, capsys) -> N
     (library / "oz.txt").write_text(OZ * 3, "utf-8")
     assert main(["names", str(text_file), "--model", str(tiny_model), "--library", str(library),
                  "--length", "60", "--write"]) == 0
+    progress = capsys.readouterr().err.splitlines()  # what a 2-minute run shows while it works
+    assert progress[0].startswith("reading ") and progress[1].endswith("the model alone")
+    assert progress[2].startswith("sampling 20 prompts, 60 characters each, as served, steering around")
     entry = read_card(tiny_model)["foreign_names"]
     assert entry["samples"] == 40 and entry["chars"] == 40 * 60 and entry["library"] == ["library"]
     assert entry["per_10k_chars"] >= 0 and entry["foreign_names_known"] >= 4
