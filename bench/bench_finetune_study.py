@@ -64,6 +64,7 @@ SETTINGS = {
         Setting("plateau-avg3", replace(LONGER, average_last=3)),
         Setting("cosine-lr1e-3", replace(LONGER, schedule="cosine", patience=LONGER.epochs)),
         Setting("longer-drop0.1", LONGER, dropout=0.1),
+        Setting("today-drop0.1", TODAY, dropout=0.1),
         Setting("default", FINETUNE, dropout=FINETUNE_DROPOUT),  # what charlm finetune and /finetune use now
     ]
 }
