@@ -28,6 +28,7 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -150,19 +151,34 @@ def fit_on_library(window: int) -> np.ndarray:
     return w
 
 
-def heldout_score(name: str, w: np.ndarray, window: int) -> None:
-    saved = read_model_folder(ROOT / "weights" / name)
-    guard = WordGuard.build(saved.avoid, saved.vocab)
-    stepper = choose_backend(saved.weights, "numpy", "int8", guard)
-    train, heldout = (saved.vocab.encode(t).ids for t in load_corpus(STYLES[name], saved.vocab.lowercase).split(0.1))
-    context = train[-max(window, WARMUP):]
-    ids = np.concatenate([context, heldout]).astype(np.int32)
-    log_p = log_softmax(steered(sequence_logits(stepper, ids[None]), ids[None], guard))[0]
+@dataclass
+class Style:
+    """A shipped style as the engine serves it (int8, its word guard), and its corpus's split."""
+
+    name: str
+    vocab_size: int
+    guard: WordGuard
+    stepper: object  # charlm's int8 step: prime, step, sequence_logits
+    train: np.ndarray
+    heldout: np.ndarray
+
+    @classmethod
+    def load(cls, name: str) -> "Style":
+        saved = read_model_folder(ROOT / "weights" / name)
+        guard = WordGuard.build(saved.avoid, saved.vocab)
+        train, heldout = (saved.vocab.encode(t).ids for t in load_corpus(STYLES[name], saved.vocab.lowercase).split(0.1))
+        return cls(name, len(saved.vocab), guard, choose_backend(saved.weights, "numpy", "int8", guard), train, heldout)
+
+
+def heldout_score(style: Style, w: np.ndarray, window: int) -> None:
+    context = style.train[-max(window, WARMUP):]
+    ids = np.concatenate([context, style.heldout]).astype(np.int32)
+    log_p = log_softmax(steered(sequence_logits(style.stepper, ids[None]), ids[None], style.guard))[0]
     t = np.arange(len(context) - 1, len(ids) - 1)
     p = np.exp(log_p[t, ids[t + 1]])
-    feats, q, has = cache_rows(ids, len(context), window, len(saved.vocab))
+    feats, q, has = cache_rows(ids, len(context), window, style.vocab_size)
     lam = np.where(has, mixing(feats, w), 0.0)
-    print(f"{name}: held-out {len(heldout):,} characters: {bits(p):.4f} bits/char alone, "
+    print(f"{style.name}: held-out {len(style.heldout):,} characters: {bits(p):.4f} bits/char alone, "
           f"{bits((1 - lam) * p + lam * q):.4f} with the cache")
 
 
@@ -180,19 +196,16 @@ def repeated_share(ids: np.ndarray, after: int) -> float:
     return repeats / total
 
 
-def replies(name: str, w: np.ndarray | None, window: int, n: int,
+def replies(style: Style, w: np.ndarray | None, window: int, n: int,
             temperature: float = 0.8) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(n prompts with their replies of 400 characters, sampled from the served distribution
     with the cache mixed in when `w` is given; the real text after each prompt)."""
-    saved = read_model_folder(ROOT / "weights" / name)
-    guard = WordGuard.build(saved.avoid, saved.vocab)
-    stepper = choose_backend(saved.weights, "numpy", "int8", guard)
-    heldout = saved.vocab.encode(load_corpus(STYLES[name], saved.vocab.lowercase).split(0.1)[1]).ids
+    guard, stepper, heldout = style.guard, style.stepper, style.heldout
     starts = np.linspace(0, len(heldout) - 500, n).astype(int)
     windows = np.stack([heldout[s : s + 100] for s in starts]).astype(np.int32)
     state, logits = stepper.prime(windows)
     words = guard.start(windows)
-    caches = [RecentCache(window, len(saved.vocab)) for _ in range(n)]
+    caches = [RecentCache(window, style.vocab_size) for _ in range(n)]
     texts = [list(row) for row in windows]
     rng = np.random.default_rng(0)
     for _ in range(400):
@@ -224,16 +237,17 @@ def main() -> None:
     if missing:
         sys.exit(f"missing corpus: {missing[0]} (the study reads ../shared/corpora)")
     w = fit_on_library(a.window)
-    for name in STYLES:
-        heldout_score(name, w, a.window)
+    styles = [Style.load(name) for name in STYLES]
+    for style in styles:
+        heldout_score(style, w, a.window)
     print(f"\nreplies of 400 characters at temperature 0.8: share of {REPEAT}-character strings repeated "
           f"within the prompt and reply (mean, worst reply)")
-    for name in STYLES:
-        plain, real = replies(name, None, a.window, a.replies)
-        cached, _ = replies(name, w, a.window, a.replies)
+    for style in styles:
+        plain, real = replies(style, None, a.window, a.replies)
+        cached, _ = replies(style, w, a.window, a.replies)
         row = {label: [repeated_share(t, 100) for t in texts]
                for label, texts in (("real text", real), ("alone", plain), ("with the cache", cached))}
-        print(f"  {name}: " + "; ".join(f"{label} {np.mean(s):.1%} (worst {np.max(s):.0%})" for label, s in row.items()))
+        print(f"  {style.name}: " + "; ".join(f"{label} {np.mean(s):.1%} (worst {np.max(s):.0%})" for label, s in row.items()))
 
 
 if __name__ == "__main__":
